@@ -1,0 +1,1 @@
+//! The RDP wire: turns a byte stream into a Terminal. Knows nothing of session policy.
