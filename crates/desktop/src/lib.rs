@@ -6,9 +6,11 @@
 
 pub mod canvas;
 pub mod input;
+pub mod terminal;
 
 pub use canvas::{Canvas, CanvasUpdate, Frame, Subscription};
 pub use input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
+pub use terminal::{RunAs, TerminalDesktop, TerminalError, TerminalOptions};
 
 use std::sync::Arc;
 

@@ -1,0 +1,688 @@
+//! The built-in terminal desktop: a login shell in a PTY, emulated by `vt100` and drawn with the
+//! embedded DejaVu Sans Mono. Needs nothing installed on the machine.
+//!
+//! Each desktop is one tokio task, woken only by PTY output, the shell's exit (SIGCHLD), or a
+//! request from `input`/`resize`/`terminate`: an idle session costs no CPU and no thread.
+
+mod font;
+mod keymap;
+mod mouse;
+pub mod probe;
+mod pty;
+mod render;
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::process::Child;
+use tokio::sync::{Notify, watch};
+
+use crate::{Canvas, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size, WheelAxis};
+
+pub use font::CellMetrics;
+pub use keymap::{LAYOUTS, LayoutTable, layout_table};
+pub use probe::find_text;
+
+use keymap::{KeyAction, KeyModes, Keyboard};
+use mouse::{Mouse, MouseAction, MouseModes};
+use render::{Renderer, grid_for};
+
+/// How long processes get between SIGHUP and SIGKILL when a session ends.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+/// Input not yet taken by the shell is dropped beyond this (the shell stopped reading).
+const MAX_PENDING_INPUT: usize = 64 * 1024;
+/// PTY output handled before the screen is drawn, when the program writes faster than we read.
+const MAX_READ_BURST: usize = 1024 * 1024;
+/// Pixel sizes are clamped to this (the largest RDP desktop).
+const MAX_PIXELS: u16 = 8192;
+
+/// Run the session's shell as this user (only when the host is root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct TerminalOptions {
+    /// Pixel size; the grid is as many whole cells as fit.
+    pub size: Size,
+    pub font_px: f32,
+    /// Default: `run_as`'s shell, else `$SHELL`, else `/bin/sh`.
+    pub shell: Option<PathBuf>,
+    /// `None`: the host's own user.
+    pub run_as: Option<RunAs>,
+    /// Extra environment, applied last (it overrides the defaults).
+    pub env: Vec<(String, String)>,
+    pub layout: KeyboardLayout,
+    pub scrollback_lines: usize,
+}
+
+impl Default for TerminalOptions {
+    fn default() -> Self {
+        Self {
+            size: Size::new(1024, 768),
+            font_px: 16.0,
+            shell: None,
+            run_as: None,
+            env: Vec::new(),
+            layout: KeyboardLayout::US,
+            scrollback_lines: 2000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error("the terminal desktop must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("cannot open a pseudo-terminal: {0}")]
+    Pty(#[source] io::Error),
+    #[error("cannot run a session as {user} (uid {uid}): the host is not root")]
+    NotRoot { user: String, uid: u32 },
+    #[error("cannot look up the groups of {user}: {source}")]
+    Groups { user: String, source: nix::Error },
+    #[error("invalid {what}: it contains a NUL byte")]
+    Nul { what: &'static str },
+    #[error("cannot start the shell {shell}: {source}")]
+    Spawn { shell: PathBuf, source: io::Error },
+}
+
+/// Answers to the terminal queries programs wait for (vt100 parses but does not answer them).
+#[derive(Default)]
+struct Replies {
+    out: Vec<u8>,
+}
+
+impl vt100::Callbacks for Replies {
+    fn unhandled_csi(&mut self, screen: &mut vt100::Screen, i1: Option<u8>, _i2: Option<u8>, params: &[&[u16]], c: char) {
+        let first = params.first().and_then(|p| p.first()).copied().unwrap_or(0);
+        match (i1, c, first) {
+            // Device status report: "OK", and the cursor position.
+            (None, 'n', 5) => self.out.extend_from_slice(b"\x1b[0n"),
+            (None, 'n', 6) => {
+                let (row, col) = screen.cursor_position();
+                self.out.extend_from_slice(format!("\x1b[{};{}R", row + 1, col + 1).as_bytes());
+            }
+            // Primary device attributes: a VT100 with advanced video, as xterm answers.
+            (None, 'c', 0) => self.out.extend_from_slice(b"\x1b[?1;2c"),
+            // Secondary device attributes: a VT220.
+            (Some(b'>'), 'c', 0) => self.out.extend_from_slice(b"\x1b[>1;10;0c"),
+            _ => {}
+        }
+    }
+}
+
+/// The emulator and what it last drew.
+struct Term {
+    parser: vt100::Parser<Replies>,
+    renderer: Renderer,
+    cols: u16,
+    rows: u16,
+}
+
+/// Keyboard and mouse state, and the terminal modes they depend on.
+struct InputState {
+    keyboard: Keyboard,
+    mouse: Mouse,
+    modes: MouseModes,
+}
+
+/// Bytes for the shell that the PTY did not take yet.
+#[derive(Default)]
+struct Outgoing {
+    pending: Vec<u8>,
+    /// The PTY's other side is gone: input is dropped.
+    closed: bool,
+    overflow_logged: bool,
+}
+
+/// What `input`, `resize` and `terminate` ask the session task to do.
+#[derive(Default)]
+struct Requests {
+    resize: Option<Size>,
+    /// Jump back to the live screen before applying `scroll_lines`.
+    to_bottom: bool,
+    scroll_lines: i64,
+    scroll_pages: i64,
+    terminate: bool,
+}
+
+struct Shared {
+    canvas: Arc<Canvas>,
+    master: AsyncFd<OwnedFd>,
+    term: Mutex<Term>,
+    input: Mutex<InputState>,
+    out: Mutex<Outgoing>,
+    requests: Mutex<Requests>,
+    wake: Notify,
+    ended: watch::Sender<Option<DesktopEnd>>,
+    pid: u32,
+    metrics: CellMetrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the session down with it; the state stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The built-in terminal desktop.
+pub struct TerminalDesktop {
+    shared: Arc<Shared>,
+}
+
+struct Identity {
+    user: String,
+    home: PathBuf,
+    shell: Option<PathBuf>,
+    switch: Option<pty::Switch>,
+}
+
+fn identity(run_as: Option<&RunAs>) -> Result<Identity, TerminalError> {
+    let euid = nix::unistd::geteuid();
+    if let Some(r) = run_as {
+        if !euid.is_root() {
+            if r.uid != euid.as_raw() {
+                return Err(TerminalError::NotRoot { user: r.user.clone(), uid: r.uid });
+            }
+            return Ok(Identity { user: r.user.clone(), home: r.home.clone(), shell: Some(r.shell.clone()), switch: None });
+        }
+        let name = CString::new(r.user.as_str()).map_err(|_| TerminalError::Nul { what: "user name" })?;
+        let groups = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(r.gid))
+            .map_err(|source| TerminalError::Groups { user: r.user.clone(), source })?;
+        return Ok(Identity {
+            user: r.user.clone(),
+            home: r.home.clone(),
+            shell: Some(r.shell.clone()),
+            switch: Some(pty::Switch { uid: r.uid, gid: r.gid, groups: groups.into_iter().map(|g| g.as_raw()).collect() }),
+        });
+    }
+    // The host's own user, from its passwd entry (the environment may not have HOME/USER).
+    match nix::unistd::User::from_uid(euid) {
+        Ok(Some(u)) => Ok(Identity { user: u.name, home: u.dir, shell: None, switch: None }),
+        _ => Ok(Identity {
+            user: std::env::var("USER").unwrap_or_else(|_| euid.to_string()),
+            home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
+            shell: None,
+            switch: None,
+        }),
+    }
+}
+
+fn clamp_size(size: Size) -> Size {
+    Size::new(size.width.clamp(1, MAX_PIXELS), size.height.clamp(1, MAX_PIXELS))
+}
+
+impl TerminalDesktop {
+    /// Open a PTY, start the login shell in it, and start drawing. Call inside a tokio runtime.
+    pub fn start(opts: TerminalOptions) -> Result<Arc<TerminalDesktop>, TerminalError> {
+        tokio::runtime::Handle::try_current().map_err(|_| TerminalError::NoRuntime)?;
+        let who = identity(opts.run_as.as_ref())?;
+        let shell = opts
+            .shell
+            .clone()
+            .or(who.shell.clone().filter(|s| !s.as_os_str().is_empty()))
+            .or_else(|| std::env::var_os("SHELL").filter(|s| !s.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+
+        let face = font::Face::get(opts.font_px);
+        let metrics = face.metrics;
+        let size = clamp_size(opts.size);
+        let (cols, rows) = grid_for(size, metrics);
+
+        let pty = pty::open_pty(cols, rows, size.width, size.height).map_err(TerminalError::Pty)?;
+        let spec = pty::ShellSpec {
+            arg0: login_arg0(&shell),
+            env: session_env(&who, &shell, &opts.env),
+            home: CString::new(who.home.as_os_str().as_bytes()).map_err(|_| TerminalError::Nul { what: "home directory" })?,
+            switch: who.switch,
+            program: shell.clone(),
+        };
+        let child = pty::spawn_shell(spec, pty.slave).map_err(|source| TerminalError::Spawn { shell: shell.clone(), source })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let mut guard = pty::SessionGuard { sid: pid as i32, armed: true };
+        // SAFETY: the OwnedFd is a valid open fd, owned by the AsyncFd from here on.
+        let master = unsafe { AsyncFd::register(pty.master) }.map_err(|e| TerminalError::Pty(io::Error::from(e)))?;
+
+        let parser = vt100::Parser::new_with_callbacks(
+            std::num::NonZeroU16::new(rows).expect("grid has at least one row"),
+            std::num::NonZeroU16::new(cols).expect("grid has at least one column"),
+            opts.scrollback_lines,
+            Replies::default(),
+        );
+        let canvas = Canvas::new(size);
+        let mut renderer = Renderer::new(face, cols, rows);
+        renderer.render(parser.screen(), &canvas);
+        let modes = MouseModes {
+            mode: vt100::MouseProtocolMode::None,
+            encoding: vt100::MouseProtocolEncoding::Default,
+            alternate_screen: false,
+            application_cursor: false,
+            cell_width: metrics.width,
+            cell_height: metrics.height,
+            cols,
+            rows,
+        };
+        let shared = Arc::new(Shared {
+            canvas,
+            master,
+            term: Mutex::new(Term { parser, renderer, cols, rows }),
+            input: Mutex::new(InputState { keyboard: Keyboard::new(opts.layout), mouse: Mouse::default(), modes }),
+            out: Mutex::new(Outgoing::default()),
+            requests: Mutex::new(Requests::default()),
+            wake: Notify::new(),
+            ended: watch::Sender::new(None),
+            pid,
+            metrics,
+        });
+        tracing::debug!(pid, user = %who.user, shell = %shell.display(), cols, rows, "terminal desktop started");
+        // From here the task owns ending the session (its own guard covers a dropped task).
+        guard.armed = false;
+        tokio::spawn(run(Arc::clone(&shared), child));
+        Ok(Arc::new(TerminalDesktop { shared }))
+    }
+
+    /// The text on the screen (the live screen, not the scrolled-back view), for debugging.
+    pub fn screen_text(&self) -> String {
+        let mut term = lock(&self.shared.term);
+        let screen = term.parser.screen_mut();
+        // Look at the live screen and put the view back; nothing draws while the lock is held.
+        let view = screen.scrollback();
+        screen.set_scrollback(0);
+        let text = screen.contents();
+        screen.set_scrollback(view);
+        text
+    }
+
+    /// The shell's pid, which is also its Unix session id.
+    pub fn shell_pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    /// Columns and rows of the grid now.
+    pub fn grid(&self) -> (u16, u16) {
+        let term = lock(&self.shared.term);
+        (term.cols, term.rows)
+    }
+
+    /// Cell size and baseline for this desktop's font size.
+    pub fn cell_metrics(&self) -> CellMetrics {
+        self.shared.metrics
+    }
+}
+
+/// argv[0] of a login shell: its name with a leading dash ("-bash").
+fn login_arg0(shell: &Path) -> OsString {
+    let mut arg0 = OsString::from("-");
+    arg0.push(shell.file_name().unwrap_or(OsStr::new("sh")));
+    arg0
+}
+
+fn session_env(who: &Identity, shell: &Path, extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    let path = if who.switch.as_ref().is_some_and(|s| s.uid == 0) || (who.switch.is_none() && nix::unistd::geteuid().is_root()) {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    } else {
+        "/usr/local/bin:/usr/bin:/bin:/usr/games"
+    };
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("HOME".into(), who.home.clone().into()),
+        ("USER".into(), who.user.clone().into()),
+        ("LOGNAME".into(), who.user.clone().into()),
+        ("SHELL".into(), shell.into()),
+        ("PATH".into(), path.into()),
+        ("TERM".into(), "xterm-256color".into()),
+        ("COLORTERM".into(), "truecolor".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    for (key, value) in extra {
+        match env.iter_mut().find(|(k, _)| k == OsStr::new(key)) {
+            Some(slot) => slot.1 = value.into(),
+            None => env.push((key.into(), value.into())),
+        }
+    }
+    env
+}
+
+impl Shared {
+    /// Queue bytes for the shell: written at once when the PTY takes them, else by the task.
+    fn send(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut out = lock(&self.out);
+        if out.closed {
+            return;
+        }
+        let mut rest = bytes;
+        if out.pending.is_empty() {
+            loop {
+                match nix::unistd::write(self.master.get_ref(), rest) {
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        if rest.is_empty() {
+                            return;
+                        }
+                    }
+                    Err(nix::Error::EINTR) => {}
+                    Err(nix::Error::EAGAIN) => break,
+                    // EIO: the shell side is gone; the task will see it and end the session.
+                    Err(_) => return,
+                }
+            }
+        }
+        if out.pending.len() + rest.len() > MAX_PENDING_INPUT {
+            if !out.overflow_logged {
+                tracing::warn!(pid = self.pid, "terminal input dropped: the shell is not reading");
+                out.overflow_logged = true;
+            }
+            return;
+        }
+        out.pending.extend_from_slice(rest);
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    fn request(&self, f: impl FnOnce(&mut Requests)) {
+        f(&mut lock(&self.requests));
+        self.wake.notify_one();
+    }
+
+    /// Bytes from the keyboard: sent, and the view jumps back to the live screen.
+    fn typed(&self, bytes: &[u8]) {
+        self.send(bytes);
+        self.request(|r| {
+            r.to_bottom = true;
+            r.scroll_lines = 0;
+            r.scroll_pages = 0;
+        });
+    }
+
+    /// Feed PTY output to the emulator, answer its queries, and draw what changed.
+    fn process_output(&self, chunks: &[u8]) {
+        let mut term = lock(&self.term);
+        term.parser.process(chunks);
+        let replies = std::mem::take(&mut term.parser.callbacks_mut().out);
+        self.redraw(&mut term);
+        drop(term);
+        self.send(&replies);
+    }
+
+    /// Draw what changed and publish the modes input depends on.
+    fn redraw(&self, term: &mut Term) {
+        let Term { parser, renderer, cols, rows } = term;
+        renderer.render(parser.screen(), &self.canvas);
+        let screen = parser.screen();
+        let mut input = lock(&self.input);
+        input.modes.mode = screen.mouse_protocol_mode();
+        input.modes.encoding = screen.mouse_protocol_encoding();
+        input.modes.alternate_screen = screen.alternate_screen();
+        input.modes.application_cursor = screen.application_cursor();
+        input.modes.cols = *cols;
+        input.modes.rows = *rows;
+    }
+
+    fn apply_resize(&self, size: Size) {
+        let size = clamp_size(size);
+        let mut term = lock(&self.term);
+        let (cols, rows) = grid_for(size, self.metrics);
+        if let Err(e) = pty::set_window_size(self.master.get_ref(), cols, rows, size.width, size.height) {
+            tracing::warn!(pid = self.pid, "terminal resize: {e}");
+        }
+        if (cols, rows) != (term.cols, term.rows) {
+            term.parser.set_size(
+                std::num::NonZeroU16::new(rows).expect("at least one row"),
+                std::num::NonZeroU16::new(cols).expect("at least one column"),
+            );
+            term.cols = cols;
+            term.rows = rows;
+            term.renderer.set_grid(cols, rows);
+        }
+        self.canvas.resize(size);
+        term.renderer.invalidate();
+        self.redraw(&mut term);
+    }
+
+    fn apply_scroll(&self, to_bottom: bool, lines: i64, pages: i64) {
+        let mut term = lock(&self.term);
+        let page = i64::from(term.rows.saturating_sub(1).max(1));
+        let screen = term.parser.screen_mut();
+        let from = if to_bottom { 0 } else { screen.scrollback() as i64 };
+        let to = (from + lines + pages * page).max(0) as usize;
+        if to == screen.scrollback() {
+            return;
+        }
+        // vt100 clamps to the scrollback it has.
+        screen.set_scrollback(to);
+        self.redraw(&mut term);
+    }
+
+    /// Handle what `input`/`resize`/`terminate` asked for. Returns true to end the session.
+    fn handle_requests(&self) -> bool {
+        let r = std::mem::take(&mut *lock(&self.requests));
+        if r.terminate {
+            return true;
+        }
+        if let Some(size) = r.resize {
+            self.apply_resize(size);
+        }
+        if r.to_bottom || r.scroll_lines != 0 || r.scroll_pages != 0 {
+            self.apply_scroll(r.to_bottom, r.scroll_lines, r.scroll_pages);
+        }
+        false
+    }
+}
+
+enum Burst {
+    /// Read everything available (or a burst's worth).
+    Data,
+    /// The PTY's other side is closed (every process in the session let go of it).
+    Closed,
+    Failed(io::Error),
+}
+
+/// Read what the PTY has now (up to a burst) into the emulator, then draw once.
+fn read_burst(shared: &Shared, guard: &mut AsyncFdReadyGuard<'_, OwnedFd>) -> Burst {
+    let mut buf = [0u8; 16 * 1024];
+    let mut chunk = Vec::new();
+    let result = loop {
+        match guard.try_io(|fd| nix::unistd::read(fd.get_ref().as_fd(), &mut buf).map_err(io::Error::from)) {
+            Ok(Ok(0)) => break Burst::Closed,
+            Ok(Ok(n)) => {
+                chunk.extend_from_slice(&buf[..n]);
+                if chunk.len() >= MAX_READ_BURST {
+                    break Burst::Data;
+                }
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Linux reports a PTY whose slave side is closed with EIO.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => break Burst::Closed,
+            Ok(Err(e)) => break Burst::Failed(e),
+            // Drained: readiness is cleared and the next wake-up is the next output.
+            Err(_would_block) => break Burst::Data,
+        }
+    };
+    if !chunk.is_empty() {
+        shared.process_output(&chunk);
+    }
+    result
+}
+
+/// Write queued input as far as the PTY takes it.
+fn flush_pending(shared: &Shared, guard: &mut AsyncFdReadyGuard<'_, OwnedFd>) {
+    let mut out = lock(&shared.out);
+    while !out.pending.is_empty() {
+        match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), &out.pending).map_err(io::Error::from)) {
+            Ok(Ok(n)) => {
+                out.pending.drain(..n);
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => {
+                out.pending.clear();
+                out.closed = true;
+            }
+            Err(_would_block) => return,
+        }
+    }
+    out.overflow_logged = false;
+}
+
+enum Exit {
+    ShellExited,
+    Terminate,
+    Failed(String),
+}
+
+/// The session task: PTY output, the shell's exit, and requests, until the session ends.
+async fn run(shared: Arc<Shared>, mut child: Child) {
+    let sid = shared.pid as i32;
+    let mut guard = pty::SessionGuard { sid, armed: true };
+    let mut reading = true;
+    let exit = loop {
+        let want_write = reading && !lock(&shared.out).pending.is_empty();
+        tokio::select! {
+            status = child.wait() => {
+                break match status {
+                    Ok(status) => {
+                        tracing::debug!(pid = shared.pid, %status, "shell exited");
+                        Exit::ShellExited
+                    }
+                    Err(e) => Exit::Failed(format!("waiting for the shell: {e}")),
+                };
+            }
+            ready = shared.master.readable(), if reading => {
+                match ready {
+                    Ok(mut ready) => match read_burst(&shared, &mut ready) {
+                        Burst::Data => {}
+                        Burst::Closed => {
+                            // Keep waiting for the shell; the PTY has nothing more to say.
+                            reading = false;
+                            lock(&shared.out).closed = true;
+                        }
+                        Burst::Failed(e) => break Exit::Failed(format!("reading the terminal: {e}")),
+                    },
+                    Err(e) => break Exit::Failed(format!("waiting for the terminal: {e}")),
+                }
+            }
+            ready = shared.master.writable(), if want_write => {
+                match ready {
+                    Ok(mut ready) => flush_pending(&shared, &mut ready),
+                    Err(e) => break Exit::Failed(format!("writing to the terminal: {e}")),
+                }
+            }
+            () = shared.wake.notified() => {
+                if shared.handle_requests() {
+                    break Exit::Terminate;
+                }
+            }
+        }
+    };
+    if matches!(exit, Exit::ShellExited) && reading {
+        // Show the shell's last words (a logout message) before the session goes.
+        if let Ok(Ok(mut ready)) = tokio::time::timeout(Duration::ZERO, shared.master.readable()).await {
+            read_burst(&shared, &mut ready);
+        }
+    }
+    lock(&shared.out).closed = true;
+    pty::end_session(&mut child, sid, HANGUP_GRACE).await;
+    guard.armed = false;
+    let end = match exit {
+        Exit::ShellExited => DesktopEnd::UserLoggedOff,
+        Exit::Terminate => DesktopEnd::Terminated,
+        Exit::Failed(msg) => {
+            tracing::warn!(pid = shared.pid, "terminal desktop failed: {msg}");
+            DesktopEnd::Failed(msg)
+        }
+    };
+    tracing::debug!(pid = shared.pid, ?end, "terminal desktop ended");
+    shared.ended.send_replace(Some(end));
+}
+
+impl Desktop for TerminalDesktop {
+    fn canvas(&self) -> &Arc<Canvas> {
+        &self.shared.canvas
+    }
+
+    fn input(&self, event: InputEvent) {
+        let shared = &self.shared;
+        let mut input = lock(&shared.input);
+        let mods = input.keyboard.modifiers();
+        let modes = input.modes;
+        let key_modes = KeyModes { application_cursor: modes.application_cursor };
+        let action = match event {
+            InputEvent::Key { scancode, pressed } => input.keyboard.key(scancode, pressed, key_modes),
+            InputEvent::Unicode { code_unit, pressed } => input.keyboard.unicode(code_unit, pressed),
+            InputEvent::LockState { caps_lock, num_lock, .. } => {
+                input.keyboard.set_locks(caps_lock, num_lock);
+                KeyAction::None
+            }
+            InputEvent::Wheel { axis: WheelAxis::Vertical, delta, x, y } => match input.mouse.wheel(delta, x, y, mods, &modes) {
+                MouseAction::Send(bytes) => KeyAction::Send(bytes),
+                MouseAction::ScrollLines(lines) => {
+                    drop(input);
+                    shared.request(|r| r.scroll_lines += i64::from(lines));
+                    return;
+                }
+                MouseAction::None => KeyAction::None,
+            },
+            InputEvent::Wheel { axis: WheelAxis::Horizontal, .. } => KeyAction::None,
+            InputEvent::Button { button, pressed, x, y } => match input.mouse.button(button, pressed, x, y, mods, &modes) {
+                // Mouse reports go to the program without moving the view.
+                MouseAction::Send(bytes) => {
+                    drop(input);
+                    shared.send(&bytes);
+                    return;
+                }
+                _ => KeyAction::None,
+            },
+            InputEvent::PointerMove { x, y } => match input.mouse.moved(x, y, mods, &modes) {
+                MouseAction::Send(bytes) => {
+                    drop(input);
+                    shared.send(&bytes);
+                    return;
+                }
+                _ => KeyAction::None,
+            },
+        };
+        drop(input);
+        match action {
+            KeyAction::Send(bytes) => shared.typed(&bytes),
+            KeyAction::ScrollPages(pages) => shared.request(|r| r.scroll_pages += i64::from(pages)),
+            KeyAction::None => {}
+        }
+    }
+
+    fn resize(&self, size: Size) {
+        self.shared.request(|r| r.resize = Some(size));
+    }
+
+    fn set_keyboard_layout(&self, layout: KeyboardLayout) {
+        lock(&self.shared.input).keyboard.set_layout(layout);
+    }
+
+    fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
+        self.shared.ended.subscribe()
+    }
+
+    fn terminate(&self) {
+        self.shared.request(|r| r.terminate = true);
+    }
+}
+
+impl Drop for TerminalDesktop {
+    /// Nobody can reach the session any more: end it rather than leave its processes behind.
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+#[cfg(test)]
+mod tests;

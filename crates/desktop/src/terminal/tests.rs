@@ -1,0 +1,275 @@
+//! The terminal desktop with a real shell in a real PTY.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::timeout;
+
+use super::pty::session_members;
+use super::*;
+use crate::Rect;
+use crate::input::{MouseButton, Scancode};
+
+const FONT_PX: f32 = 16.0;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn token() -> String {
+    format!("hi-{:08x}", RandomState::new().hash_one(std::process::id()) as u32)
+}
+
+/// Start /bin/sh (a plain shell: predictable screens).
+fn start(size: Size) -> Arc<TerminalDesktop> {
+    let opts = TerminalOptions {
+        size,
+        font_px: FONT_PX,
+        shell: Some("/bin/sh".into()),
+        // No rc file for the interactive shell: the screen holds only what the test types.
+        env: vec![("ENV".into(), "/dev/null".into())],
+        ..TerminalOptions::default()
+    };
+    TerminalDesktop::start(opts).expect("terminal desktop starts")
+}
+
+/// Type `text` as US scancodes (press and release, with Shift where needed).
+fn type_text(desk: &TerminalDesktop, text: &str) {
+    let us = layout_table(KeyboardLayout::US);
+    let key = |code: u8, pressed: bool| InputEvent::Key { scancode: Scancode::new(code, false), pressed };
+    for c in text.chars() {
+        if c == '\r' || c == '\n' {
+            desk.input(key(0x1C, true));
+            desk.input(key(0x1C, false));
+            continue;
+        }
+        let (code, shift) = us
+            .keys
+            .iter()
+            .find_map(|k| {
+                if k.normal == keymap::Sym::Char(c) {
+                    Some((k.code, false))
+                } else if k.shifted == keymap::Sym::Char(c) {
+                    Some((k.code, true))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_else(|| panic!("no US key types {c:?}"));
+        if shift {
+            desk.input(key(0x2A, true));
+        }
+        desk.input(key(code, true));
+        desk.input(key(code, false));
+        if shift {
+            desk.input(key(0x2A, false));
+        }
+    }
+}
+
+/// The canvas as a client would decode it: RGBA.
+fn rgba(canvas: &Canvas) -> (Vec<u8>, u32, u32) {
+    let size = canvas.size();
+    let bgrx = canvas.read(size.rect());
+    (bgrx.chunks(4).flat_map(|p| [p[2], p[1], p[0], 255]).collect(), u32::from(size.width), u32::from(size.height))
+}
+
+/// Where `text` is on screen, searching only rows from `from_row` on.
+fn find_from(canvas: &Canvas, text: &str, from_row: u32) -> Option<(u32, u32)> {
+    let (img, w, h) = rgba(canvas);
+    let ch = u32::from(font::Face::get(FONT_PX).metrics.height);
+    let skip = (from_row * ch).min(h);
+    let rest = &img[(skip * w * 4) as usize..];
+    find_text(rest, w, h - skip, FONT_PX, text).map(|(c, r)| (c, r + from_row))
+}
+
+/// Wait (bounded) until `check` holds for the canvas, re-checking whenever it changes.
+async fn wait_for<T>(desk: &TerminalDesktop, what: &str, mut check: impl FnMut(&Canvas) -> Option<T>) -> T {
+    let mut sub = desk.canvas().subscribe();
+    let waited = timeout(WAIT, async {
+        loop {
+            if let Some(v) = check(desk.canvas()) {
+                return v;
+            }
+            sub.changed().await;
+            sub.take();
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("timed out waiting for {what}; screen:\n{}", desk.screen_text()))
+}
+
+async fn ended(desk: &TerminalDesktop) -> DesktopEnd {
+    let mut rx = desk.ended();
+    let end = timeout(WAIT, rx.wait_for(Option::is_some)).await.expect("the desktop ends in time").expect("sender alive");
+    end.clone().unwrap()
+}
+
+/// Every process of the shell's session is gone (bounded wait: init reaps the orphans).
+async fn assert_session_gone(pid: u32) {
+    let gone = timeout(WAIT, async {
+        while !session_members(pid as i32).is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "processes left in session {pid}: {:?}", session_members(pid as i32));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the shell {pid} was not reaped");
+}
+
+/// The login shell's profile sets the prompt: "$ " for users, "# " for root.
+async fn wait_prompt(desk: &TerminalDesktop) {
+    wait_for(desk, "the prompt", |c| find_from(c, "$", 0).or_else(|| find_from(c, "#", 0))).await;
+}
+
+#[tokio::test]
+async fn typed_echo_shows_on_the_canvas_and_terminate_leaves_nothing() {
+    let desk = start(Size::new(640, 400));
+    let pid = desk.shell_pid();
+    assert_eq!(desk.grid(), (64, 21));
+    wait_prompt(&desk).await;
+
+    let token = token();
+    type_text(&desk, &format!("echo {token}\r"));
+    // The typed command line shows the token after the prompt; the command's output shows it
+    // again at the start of a later row.
+    let (col, row) = wait_for(&desk, "the typed command", |c| find_from(c, &token, 0)).await;
+    assert!(col > 0, "the command line starts with the prompt");
+    let output = wait_for(&desk, "the output", |c| find_from(c, &token, row + 1)).await;
+    assert_eq!(output.0, 0);
+    assert_eq!(desk.screen_text().matches(token.as_str()).count(), 2, "{}", desk.screen_text());
+
+    // A background job in the same session goes too.
+    type_text(&desk, "sleep 300 &\r");
+    wait_for(&desk, "the background job", |_| (session_members(pid as i32).len() >= 2).then_some(())).await;
+
+    desk.terminate();
+    assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
+    assert_session_gone(pid).await;
+    desk.terminate();
+}
+
+#[tokio::test]
+async fn shell_exit_is_a_logoff_and_hangup_survivors_are_killed() {
+    let desk = start(Size::new(400, 200));
+    let pid = desk.shell_pid();
+    wait_prompt(&desk).await;
+    // Survives SIGHUP: only the SIGKILL after the grace period ends it.
+    type_text(&desk, "nohup sleep 300 >/dev/null 2>&1 &\r");
+    wait_for(&desk, "the background job", |_| (session_members(pid as i32).len() >= 2).then_some(())).await;
+    type_text(&desk, "exit\r");
+    assert_eq!(ended(&desk).await, DesktopEnd::UserLoggedOff);
+    assert_session_gone(pid).await;
+}
+
+#[tokio::test]
+async fn resize_reaches_the_shell_and_the_canvas() {
+    let desk = start(Size::new(400, 200));
+    wait_prompt(&desk).await;
+    desk.resize(Size::new(505, 390));
+    wait_for(&desk, "the new canvas size", |c| (c.size() == Size::new(505, 390)).then_some(())).await;
+    assert_eq!(desk.grid(), (50, 20));
+    type_text(&desk, "stty size\r");
+    wait_for(&desk, "stty's answer", |c| find_from(c, "20 50", 1)).await;
+    // Right of the grid is background.
+    let px = desk.canvas().read(Rect::new(504, 10, 1, 1));
+    assert_eq!(px, vec![0, 0, 0, 0]);
+    // Absurd sizes are clamped, never zero.
+    desk.resize(Size::new(0, 0));
+    wait_for(&desk, "the clamped size", |c| (c.size() == Size::new(1, 1)).then_some(())).await;
+    assert_eq!(desk.grid(), (1, 1));
+    desk.terminate();
+    assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
+}
+
+#[tokio::test]
+async fn wheel_scrolls_back_and_typing_returns_to_the_bottom() {
+    let desk = start(Size::new(400, 200));
+    let pid = desk.shell_pid();
+    wait_prompt(&desk).await;
+    type_text(&desk, "seq -f line-%03g 1 60\r");
+    wait_for(&desk, "the last line", |c| find_from(c, "line-060", 0)).await;
+    assert!(find_from(desk.canvas(), "line-005", 0).is_none());
+
+    // 20 notches of 3 lines: far enough back to see line 5.
+    for _ in 0..20 {
+        desk.input(InputEvent::Wheel { axis: WheelAxis::Vertical, delta: 120, x: 10, y: 10 });
+    }
+    wait_for(&desk, "scrolled-back history", |c| find_from(c, "line-005", 0)).await;
+    // Mouse buttons without mouse reporting do nothing.
+    desk.input(InputEvent::Button { button: MouseButton::Left, pressed: true, x: 1, y: 1 });
+    desk.input(InputEvent::Button { button: MouseButton::Left, pressed: false, x: 1, y: 1 });
+
+    // A typed key jumps back to the live screen.
+    type_text(&desk, "x");
+    wait_for(&desk, "the live screen", |c| find_from(c, "line-060", 0)).await;
+    assert!(find_from(desk.canvas(), "line-005", 0).is_none());
+    desk.terminate();
+    assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
+    assert_session_gone(pid).await;
+}
+
+#[tokio::test]
+async fn unicode_input_and_layout_switch() {
+    let desk = start(Size::new(400, 200));
+    wait_prompt(&desk).await;
+    // "echo é-" as Unicode events, then a German "z" key (0x15), then Enter.
+    for unit in "echo \u{e9}-".encode_utf16() {
+        desk.input(InputEvent::Unicode { code_unit: unit, pressed: true });
+        desk.input(InputEvent::Unicode { code_unit: unit, pressed: false });
+    }
+    desk.set_keyboard_layout(KeyboardLayout::GERMAN);
+    for pressed in [true, false] {
+        desk.input(InputEvent::Key { scancode: Scancode::new(0x15, false), pressed });
+    }
+    for pressed in [true, false] {
+        desk.input(InputEvent::Key { scancode: Scancode::new(0x1C, false), pressed });
+    }
+    wait_for(&desk, "the echoed text", |_| {
+        let text = desk.screen_text();
+        (text.lines().filter(|l| l.contains("\u{e9}-z")).count() >= 2).then_some(())
+    })
+    .await;
+    desk.terminate();
+    assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
+}
+
+#[tokio::test]
+async fn dropping_the_desktop_ends_its_session() {
+    let desk = start(Size::new(200, 100));
+    let pid = desk.shell_pid();
+    let mut rx = desk.ended();
+    drop(desk);
+    timeout(WAIT, rx.wait_for(Option::is_some)).await.expect("ends in time").expect("sender alive");
+    assert_session_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_missing_shell_is_an_error() {
+    let opts = TerminalOptions { shell: Some("/nonexistent/shell".into()), ..TerminalOptions::default() };
+    match TerminalDesktop::start(opts) {
+        Err(TerminalError::Spawn { shell, .. }) => assert_eq!(shell, std::path::PathBuf::from("/nonexistent/shell")),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("started a shell that does not exist"),
+    }
+}
+
+#[test]
+fn starting_outside_a_runtime_is_an_error() {
+    assert!(matches!(TerminalDesktop::start(TerminalOptions::default()), Err(TerminalError::NoRuntime)));
+}
+
+#[test]
+fn login_shell_environment() {
+    assert_eq!(login_arg0(std::path::Path::new("/bin/bash")), OsString::from("-bash"));
+    let who = Identity { user: "alice".into(), home: "/home/alice".into(), shell: None, switch: None };
+    let env = session_env(&who, std::path::Path::new("/bin/zsh"), &[("LANG".into(), "de_DE.UTF-8".into()), ("X".into(), "1".into())]);
+    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone().into_string().unwrap());
+    assert_eq!(get("HOME").as_deref(), Some("/home/alice"));
+    assert_eq!(get("USER").as_deref(), Some("alice"));
+    assert_eq!(get("LOGNAME").as_deref(), Some("alice"));
+    assert_eq!(get("SHELL").as_deref(), Some("/bin/zsh"));
+    assert_eq!(get("TERM").as_deref(), Some("xterm-256color"));
+    assert_eq!(get("COLORTERM").as_deref(), Some("truecolor"));
+    assert_eq!(get("LANG").as_deref(), Some("de_DE.UTF-8"));
+    assert_eq!(get("X").as_deref(), Some("1"));
+    assert!(get("PATH").is_some());
+}
