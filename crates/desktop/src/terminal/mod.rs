@@ -434,6 +434,10 @@ impl Shared {
         let size = clamp_size(size);
         let mut term = lock(&self.term);
         let (cols, rows) = grid_for(size, self.metrics);
+        if size == self.canvas.size() && (cols, rows) == (term.cols, term.rows) {
+            // A client reconnecting at the same size: nothing to redraw or to tell the shell.
+            return;
+        }
         if let Err(e) = pty::set_window_size(self.master.get_ref(), cols, rows, size.width, size.height) {
             tracing::warn!(pid = self.pid, "terminal resize: {e}");
         }

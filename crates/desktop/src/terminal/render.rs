@@ -132,7 +132,7 @@ impl Renderer {
     fn draw(&mut self, screen: &vt100::Screen, pixels: &mut [u8], size: Size) -> Vec<Rect> {
         let full = self.drawn_size != Some(size);
         if full {
-            fill(pixels, size, size.rect(), DEFAULT_BG);
+            clear(pixels, size, DEFAULT_BG);
             self.prev.iter_mut().for_each(|p| *p = None);
             self.drawn_size = Some(size);
         }
@@ -184,8 +184,11 @@ impl Renderer {
                 // cheaper to send than two with a one-cell gap.
                 while col < cols && (dirty[usize::from(col)] || (col + 1 < cols && dirty[usize::from(col) + 1])) {
                     let now = drawn_at(screen, row, col, cursor);
-                    if dirty[usize::from(col)] {
+                    // After a full clear, blank default cells are already right.
+                    if dirty[usize::from(col)] && !(full && is_plain_blank(&now)) {
                         self.draw_cell(pixels, size, screen, row, col, &now);
+                        self.prev[base + usize::from(col)] = Some(now);
+                    } else if dirty[usize::from(col)] {
                         self.prev[base + usize::from(col)] = Some(now);
                     }
                     col += 1;
@@ -274,6 +277,17 @@ fn drawn_at(screen: &vt100::Screen, row: u16, col: u16, cursor: Option<(u16, u16
     Drawn { cell: screen.cell(row, col).cloned(), cursor: cursor == Some((row, col)) }
 }
 
+fn is_plain_blank(drawn: &Drawn) -> bool {
+    !drawn.cursor
+        && drawn.cell.as_ref().is_some_and(|c| {
+            !c.has_contents()
+                && c.bgcolor() == vt100::Color::Default
+                && !c.inverse()
+                && !c.underline()
+                && !c.is_wide_continuation()
+        })
+}
+
 /// Add a row-run rectangle, merging it into the previous row's run when they share a span.
 fn push_merged(damage: &mut Vec<Rect>, rect: Rect) {
     if let Some(prev) = damage.iter_mut().rev().find(|r| r.x == rect.x && r.width == rect.width && r.bottom() == u32::from(rect.y)) {
@@ -295,16 +309,36 @@ fn put(px: &mut [u8], c: Rgb) {
     px[3] = 0;
 }
 
+/// Paint the whole canvas, writing only rows that are not that colour yet: a new canvas is
+/// zero-filled memory that the kernel has not backed with pages, and it stays that way where
+/// the screen is empty (black), so an idle session costs memory only for the rows it shows.
+fn clear(pixels: &mut [u8], size: Size, c: Rgb) {
+    let bgrx = [c.2, c.1, c.0, 0];
+    let stride = usize::from(size.width) * BYTES_PER_PIXEL;
+    for row in pixels.chunks_exact_mut(stride.max(1)) {
+        if row.chunks_exact(BYTES_PER_PIXEL).any(|px| px != bgrx) {
+            for px in row.chunks_exact_mut(BYTES_PER_PIXEL) {
+                px.copy_from_slice(&bgrx);
+            }
+        }
+    }
+}
+
 fn fill(pixels: &mut [u8], size: Size, rect: Rect, c: Rgb) {
     let rect = rect.intersect(size.rect());
+    if rect.is_empty() {
+        return;
+    }
     let stride = usize::from(size.width) * BYTES_PER_PIXEL;
     let bgrx = [c.2, c.1, c.0, 0];
-    for y in rect.y..rect.y + rect.height {
-        let start = usize::from(y) * stride + usize::from(rect.x) * BYTES_PER_PIXEL;
-        let end = start + usize::from(rect.width) * BYTES_PER_PIXEL;
-        for px in pixels[start..end].chunks_exact_mut(BYTES_PER_PIXEL) {
-            px.copy_from_slice(&bgrx);
-        }
+    let row_bytes = usize::from(rect.width) * BYTES_PER_PIXEL;
+    let first = usize::from(rect.y) * stride + usize::from(rect.x) * BYTES_PER_PIXEL;
+    for px in pixels[first..first + row_bytes].chunks_exact_mut(BYTES_PER_PIXEL) {
+        px.copy_from_slice(&bgrx);
+    }
+    // Every other row is a copy of the first.
+    for y in 1..usize::from(rect.height) {
+        pixels.copy_within(first..first + row_bytes, first + y * stride);
     }
 }
 

@@ -273,3 +273,68 @@ fn login_shell_environment() {
     assert_eq!(get("X").as_deref(), Some("1"));
     assert!(get("PATH").is_some());
 }
+
+/// CPU time of the calling thread (the current-thread runtime runs every session task here).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the pointer.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[tokio::test]
+async fn idle_sessions_cost_no_cpu() {
+    let desks: Vec<_> = (0..20).map(|_| start(Size::new(320, 200))).collect();
+    for desk in &desks {
+        wait_prompt(desk).await;
+    }
+    // Let start-up output settle, then measure a quiet second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = thread_cpu() - before;
+    assert!(used < Duration::from_millis(20), "20 idle sessions used {used:?} of CPU in 1 s");
+    let pids: Vec<u32> = desks.iter().map(|d| d.shell_pid()).collect();
+    for desk in &desks {
+        desk.terminate();
+    }
+    for desk in &desks {
+        assert_eq!(ended(desk).await, DesktopEnd::Terminated);
+    }
+    for pid in pids {
+        assert_session_gone(pid).await;
+    }
+}
+
+#[tokio::test]
+async fn runs_as_another_user_when_root() {
+    let nobody = RunAs { user: "nobody".into(), uid: 65534, gid: 65534, home: "/nonexistent".into(), shell: "/bin/sh".into() };
+    let opts = TerminalOptions {
+        size: Size::new(640, 200),
+        run_as: Some(nobody),
+        env: vec![("ENV".into(), "/dev/null".into())],
+        ..TerminalOptions::default()
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Without root there is no switching user: refused, not silently run as the host.
+        assert!(matches!(TerminalDesktop::start(opts), Err(TerminalError::NotRoot { uid: 65534, .. })));
+        return;
+    }
+    let desk = TerminalDesktop::start(opts).expect("starts as nobody");
+    let pid = desk.shell_pid();
+    wait_prompt(&desk).await;
+    type_text(&desk, "id -u; id -G; pwd; echo $HOME $USER $LOGNAME $SHELL $0\r");
+    wait_for(&desk, "the identity", |_| {
+        let text = desk.screen_text();
+        text.contains("/nonexistent nobody nobody /bin/sh -sh").then_some(())
+    })
+    .await;
+    let text = desk.screen_text();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    assert!(lines.contains(&"65534"), "{text}");
+    // Home does not exist: the shell starts in "/".
+    assert!(lines.contains(&"/"), "{text}");
+    desk.terminate();
+    assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
+    assert_session_gone(pid).await;
+}
