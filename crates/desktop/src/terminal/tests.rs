@@ -127,6 +127,20 @@ async fn typed_echo_shows_on_the_canvas_and_terminate_leaves_nothing() {
     assert_eq!(desk.grid(), (64, 21));
     wait_prompt(&desk).await;
 
+    // One typed character (echoed by the tty) damages its cell and the cursor's next one.
+    let mut sub = desk.canvas().subscribe();
+    sub.take();
+    type_text(&desk, "x");
+    wait_for(&desk, "the typed x", |c| find_from(c, "x", 0)).await;
+    let frame = sub.take().expect("damage after typing");
+    let m = desk.cell_metrics();
+    let area: u64 = frame.regions.iter().map(|u| u.rect.area()).sum();
+    assert!(area <= 2 * u64::from(m.width) * u64::from(m.height), "{:?}", frame.regions.iter().map(|u| u.rect).collect::<Vec<_>>());
+    for pressed in [true, false] {
+        desk.input(InputEvent::Key { scancode: Scancode::new(0x0E, false), pressed });
+    }
+    wait_for(&desk, "the x erased", |c| find_from(c, "x", 0).is_none().then_some(())).await;
+
     let token = token();
     type_text(&desk, &format!("echo {token}\r"));
     // The typed command line shows the token after the prompt; the command's output shows it
