@@ -1,1 +1,32 @@
 //! A headless RDP client: connects, decodes to RGBA, sends keys and mouse, saves PNGs.
+//!
+//! Used by the integration tests, the benchmarks and (later) `rdhost view`. Built on IronRDP's
+//! client crates (connector / session), with the bits tests need that those do not expose:
+//! the numeric Set Error Info code, a pre-connection PDU, byte and frame counters, and which
+//! codec the server chose.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! let mut client = rdhost_client::connect(rdhost_client::ClientConfig::new(
+//!     "127.0.0.1:3389".parse()?, "alice", "secret")).await?;
+//! client.pump_until_idle(Duration::from_millis(500), Duration::from_secs(10)).await?;
+//! client.type_text("echo hi\n").await?;
+//! client.save_png(std::path::Path::new("screen.png"))?;
+//! client.disconnect().await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod connect;
+pub mod errinfo;
+mod error;
+pub mod keymap;
+mod tls;
+mod wire;
+
+pub use client::{Button, Client, connect};
+pub use config::{ClientConfig, Security};
+pub use error::{ConnectError, SessionError};
+pub use wire::{Codec, preconnection_pdu};

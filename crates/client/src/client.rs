@@ -1,0 +1,648 @@
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ironrdp_connector::connection_activation::{ConnectionActivationFactory, ConnectionActivationState};
+use ironrdp_core::WriteBuf;
+use ironrdp_graphics::image_processing::PixelFormat;
+use ironrdp_pdu::input::fast_path::{FastPathInputEvent, KeyboardFlags as FastPathKeyboardFlags};
+use ironrdp_pdu::input::mouse::PointerFlags;
+use ironrdp_pdu::input::mouse_x::PointerXFlags;
+use ironrdp_pdu::input::scan_code::KeyboardFlags as SlowPathKeyboardFlags;
+use ironrdp_pdu::input::unicode::KeyboardFlags as UnicodeKeyboardFlags;
+use ironrdp_pdu::input::{InputEvent, InputEventPdu, MousePdu, MouseXPdu, ScanCodePdu, UnicodePdu};
+use ironrdp_pdu::mcs::{DisconnectProviderUltimatum, DisconnectReason, McsMessage};
+use ironrdp_pdu::rdp::capability_sets::InputFlags;
+use ironrdp_pdu::rdp::headers::{BasicSecurityHeader, BasicSecurityHeaderFlags, ShareDataPdu};
+use ironrdp_pdu::rdp::multitransport::MultitransportResponsePdu;
+use ironrdp_pdu::x224::X224;
+use ironrdp_pdu::Action;
+use ironrdp_session::image::DecodedImage;
+use ironrdp_session::{ActiveStage, ActiveStageBuilder, ActiveStageOutput};
+use ironrdp_tokio::{FramedWrite as _, TokioFramed};
+use tokio::io::AsyncWriteExt as _;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::connect::{self, REMOTEFX_CODEC_ID, Transport, is_hangup};
+use crate::keymap::{self, KeyStroke};
+use crate::wire::{self, Codec};
+use crate::{ClientConfig, ConnectError, SessionError};
+
+/// A mouse button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    Left,
+    Middle,
+    Right,
+    /// "Back" (extended button 1).
+    X1,
+    /// "Forward" (extended button 2).
+    X2,
+}
+
+/// Connects and runs the connection sequence up to the first activation, within
+/// [`ClientConfig::connect_timeout`].
+pub async fn connect(cfg: ClientConfig) -> Result<Client, ConnectError> {
+    let connected = match tokio::time::timeout(cfg.connect_timeout, connect::run(&cfg)).await {
+        Ok(result) => result?,
+        Err(_) => return Err(ConnectError::Timeout),
+    };
+    Ok(Client::new(connected))
+}
+
+/// A connected RDP session: a decoded framebuffer that follows the server's updates (when
+/// pumped) and an input sender.
+///
+/// Nothing happens in the background: PDUs are read and decoded only inside `pump_*` (and
+/// the other async methods), so a test fully controls when the picture changes.
+pub struct Client {
+    framed: TokioFramed<Transport>,
+    stage: ActiveStage,
+    image: DecodedImage,
+    activation: ConnectionActivationFactory,
+    io_channel_id: u16,
+    user_channel_id: u16,
+    fastpath_input: bool,
+    mouse: (u16, u16),
+    error_info: Option<u32>,
+    closed: bool,
+    bytes_read: Arc<AtomicU64>,
+    frames: u64,
+    session_id: Option<u32>,
+    codecs: BTreeMap<Codec, u64>,
+    codec_scratch: Vec<Codec>,
+}
+
+fn fastpath_input_allowed(flags: InputFlags) -> bool {
+    flags.intersects(InputFlags::FASTPATH_INPUT | InputFlags::FASTPATH_INPUT_2)
+}
+
+impl Client {
+    fn new(connected: connect::Connected) -> Self {
+        let connect::Connected { framed, result, bytes_read, error_info } = connected;
+        let image = DecodedImage::new(PixelFormat::RgbA32, result.desktop_size.width, result.desktop_size.height);
+        let fastpath_input = fastpath_input_allowed(result.input_flags);
+        let io_channel_id = result.io_channel_id;
+        let user_channel_id = result.user_channel_id;
+        let window_support_level = result.window_support_level;
+        let mut stage = ActiveStageBuilder {
+            static_channels: result.static_channels,
+            user_channel_id: result.user_channel_id,
+            io_channel_id: result.io_channel_id,
+            message_channel_id: result.message_channel_id,
+            share_id: result.share_id,
+            compression_type: result.compression_type,
+            enable_server_pointer: result.enable_server_pointer,
+            pointer_software_rendering: result.pointer_software_rendering,
+        }
+        .build();
+        stage.set_window_support_level(window_support_level);
+        Self {
+            framed,
+            stage,
+            image,
+            activation: result.activation_factory,
+            io_channel_id,
+            user_channel_id,
+            fastpath_input,
+            mouse: (0, 0),
+            error_info,
+            closed: false,
+            bytes_read,
+            frames: 0,
+            session_id: None,
+            codecs: BTreeMap::new(),
+            codec_scratch: Vec::new(),
+        }
+    }
+
+    /// Desktop width as the server set it (it may differ from the requested width).
+    pub fn width(&self) -> u16 {
+        self.image.width()
+    }
+
+    pub fn height(&self) -> u16 {
+        self.image.height()
+    }
+
+    /// The decoded framebuffer, RGBA8, `width() * height() * 4` bytes, rows top to bottom.
+    pub fn rgba(&self) -> &[u8] {
+        self.image.data()
+    }
+
+    /// The colour at (x, y) as RGB, or `None` outside the desktop.
+    pub fn pixel(&self, x: u16, y: u16) -> Option<[u8; 3]> {
+        if x >= self.width() || y >= self.height() {
+            return None;
+        }
+        let i = (usize::from(y) * usize::from(self.width()) + usize::from(x)) * 4;
+        let p = &self.image.data()[i..i + 3];
+        Some([p[0], p[1], p[2]])
+    }
+
+    /// The last Server Set Error Info code received (never `ERRINFO_NONE`).
+    pub fn error_info(&self) -> Option<u32> {
+        self.error_info
+    }
+
+    /// Whether the server has ended the connection (Set Error Info, disconnect, or hang-up).
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Bytes read off the TCP socket so far, TLS records included, connection sequence included.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Number of PDUs that changed the framebuffer.
+    pub fn frames_received(&self) -> u64 {
+        self.frames
+    }
+
+    /// The session id from the server's Logon Info (Save Session Info PDU), if it sent one.
+    pub fn server_session_id(&self) -> Option<u32> {
+        self.session_id
+    }
+
+    /// How the server encoded its graphics so far: each codec with the number of rectangles
+    /// or surface commands that used it.
+    pub fn codecs_seen(&self) -> Vec<(Codec, u64)> {
+        self.codecs.iter().map(|(&c, &n)| (c, n)).collect()
+    }
+
+    /// Whether the server opened the display control channel and sent its capabilities, so that
+    /// [`request_resize`](Self::request_resize) can work.
+    pub fn display_control_ready(&mut self) -> bool {
+        self.stage.display_control_ready() == Some(true)
+    }
+
+    /// Processes incoming PDUs until `pred` holds (checked first, then after every PDU) or
+    /// `timeout` passes (`Ok(false)`). If the server ends the session, returns
+    /// [`SessionError::Closed`] with its error info.
+    pub async fn pump_until<F: FnMut(&Client) -> bool>(
+        &mut self,
+        timeout: Duration,
+        mut pred: F,
+    ) -> Result<bool, SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return Ok(true);
+            }
+            if !self.pump_one(deadline).await? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Processes incoming PDUs for `d`.
+    pub async fn pump_for(&mut self, d: Duration) -> Result<(), SessionError> {
+        let deadline = Instant::now() + d;
+        while self.pump_one(deadline).await? {}
+        Ok(())
+    }
+
+    /// Processes incoming PDUs until the picture has been still for `quiet` after at least one
+    /// update (`Ok(true)`), or `max` passes (`Ok(false)`).
+    pub async fn pump_until_idle(&mut self, quiet: Duration, max: Duration) -> Result<bool, SessionError> {
+        let end = Instant::now() + max;
+        let mut last_change = Instant::now();
+        let mut frames = self.frames;
+        loop {
+            let settle = last_change + quiet;
+            if self.frames > 0 && Instant::now() >= settle {
+                return Ok(true);
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            self.pump_one(settle.min(end)).await?;
+            if self.frames != frames {
+                frames = self.frames;
+                last_change = Instant::now();
+            }
+        }
+    }
+
+    /// Reads and handles one PDU. `Ok(false)` when `deadline` passed first.
+    async fn pump_one(&mut self, deadline: Instant) -> Result<bool, SessionError> {
+        self.ensure_open()?;
+        let (action, frame) = match tokio::time::timeout_at(deadline, self.framed.read_pdu()).await {
+            Err(_elapsed) => return Ok(false),
+            Ok(Err(e)) => return Err(self.io_failed(e)),
+            Ok(Ok(pdu)) => pdu,
+        };
+        self.handle(action, &frame).await?;
+        Ok(true)
+    }
+
+    fn ensure_open(&self) -> Result<(), SessionError> {
+        if self.closed { Err(SessionError::Closed { error_info: self.error_info }) } else { Ok(()) }
+    }
+
+    /// A socket error: a hang-up is the server closing the session, anything else is I/O.
+    fn io_failed(&mut self, e: io::Error) -> SessionError {
+        if is_hangup(&e) {
+            self.closed = true;
+            SessionError::Closed { error_info: self.error_info }
+        } else {
+            SessionError::Io(e)
+        }
+    }
+
+    async fn handle(&mut self, action: Action, frame: &[u8]) -> Result<(), SessionError> {
+        match action {
+            Action::X224 => {
+                if let Some(code) = wire::set_error_info(frame, Some(self.io_channel_id)).filter(|&c| c != 0) {
+                    // Handled here rather than by the session: it only keeps a description, and
+                    // fails on codes IronRDP does not know. A Set Error Info is the server
+                    // announcing the end of the session (MS-RDPBCGR 1.3.1.4.2).
+                    debug!(code, "Set Error Info");
+                    self.error_info = Some(code);
+                    self.closed = true;
+                    return Err(SessionError::Closed { error_info: Some(code) });
+                }
+            }
+            Action::FastPath => {
+                self.codec_scratch.clear();
+                wire::fastpath_codecs(frame, REMOTEFX_CODEC_ID, &mut self.codec_scratch);
+                for &codec in &self.codec_scratch {
+                    *self.codecs.entry(codec).or_default() += 1;
+                }
+            }
+        }
+        let outputs = self
+            .stage
+            .process(&mut self.image, action, frame, self.framed.last_read_at())
+            .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+        self.handle_outputs(outputs).await
+    }
+
+    async fn handle_outputs(&mut self, outputs: Vec<ActiveStageOutput>) -> Result<(), SessionError> {
+        for output in outputs {
+            match output {
+                ActiveStageOutput::ResponseFrame(frame) => self.send(&frame).await?,
+                ActiveStageOutput::GraphicsUpdate(_) => self.frames += 1,
+                ActiveStageOutput::SessionId(id) => self.session_id = Some(id),
+                ActiveStageOutput::DeactivateAll => self.reactivate().await?,
+                ActiveStageOutput::Terminate(reason) => {
+                    debug!(%reason, "server ended the session");
+                    self.closed = true;
+                    return Err(SessionError::Closed { error_info: self.error_info });
+                }
+                ActiveStageOutput::MultitransportRequest(request) => {
+                    // We have no UDP transport: decline (E_ABORT), the server stays on TCP.
+                    let response = MultitransportResponsePdu {
+                        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::TRANSPORT_RSP },
+                        request_id: request.request_id,
+                        hr_response: MultitransportResponsePdu::E_ABORT,
+                    };
+                    let frame = self
+                        .stage
+                        .encode_multitransport_response(&response)
+                        .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+                    self.send(&frame).await?;
+                }
+                ActiveStageOutput::ServerRedirection(redirection) => {
+                    self.closed = true;
+                    return Err(SessionError::Protocol(format!(
+                        "server redirected us to session {}; this client does not follow redirections",
+                        redirection.session_id
+                    )));
+                }
+                ActiveStageOutput::LogonErrors(errors) => warn!(?errors, "server reported logon errors"),
+                other => debug!(?other, "ignored session output"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The Deactivation-Reactivation sequence (a resize, or a session switch behind the same
+    /// connection): capability exchange again, then a fresh framebuffer of the new size.
+    async fn reactivate(&mut self) -> Result<(), SessionError> {
+        let mut sequence = self.activation.create();
+        let mut buf = WriteBuf::new();
+        let mut error_info = None;
+        loop {
+            let stepped = connect::step(&mut self.framed, &mut sequence, &mut buf, &mut error_info).await;
+            if let Some(code) = error_info {
+                self.error_info = Some(code);
+                self.closed = true;
+                return Err(SessionError::Closed { error_info: Some(code) });
+            }
+            match stepped {
+                Ok(()) => {}
+                Err(connect::StepError::Io(e)) => return Err(self.io_failed(e)),
+                Err(connect::StepError::Connector(e)) => {
+                    return Err(SessionError::Protocol(format!("reactivation: {}", e.report())));
+                }
+            }
+            match sequence.connection_activation_state() {
+                ConnectionActivationState::Finalized {
+                    desktop_size,
+                    share_id,
+                    input_flags,
+                    static_channel_chunk_size,
+                    enable_server_pointer,
+                    pointer_software_rendering,
+                    window_support_level,
+                    ..
+                } => {
+                    if !self.stage.reactivate(
+                        self.io_channel_id,
+                        self.user_channel_id,
+                        share_id,
+                        enable_server_pointer,
+                        pointer_software_rendering,
+                        static_channel_chunk_size,
+                    ) {
+                        return Err(SessionError::Protocol("reactivation: invalid virtual channel chunk size".into()));
+                    }
+                    self.stage.set_window_support_level(window_support_level);
+                    self.image = DecodedImage::new(PixelFormat::RgbA32, desktop_size.width, desktop_size.height);
+                    self.fastpath_input = fastpath_input_allowed(input_flags);
+                    debug!(width = desktop_size.width, height = desktop_size.height, "reactivated");
+                    return Ok(());
+                }
+                ConnectionActivationState::Redirected { redirection } => {
+                    self.closed = true;
+                    return Err(SessionError::Protocol(format!(
+                        "server redirected us to session {} during reactivation",
+                        redirection.session_id
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> Result<(), SessionError> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.framed.write_all(frame).await {
+            return Err(self.io_failed(e));
+        }
+        Ok(())
+    }
+
+    async fn send_input(&mut self, events: &[Input]) -> Result<(), SessionError> {
+        self.ensure_open()?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.fastpath_input {
+            let events: Vec<FastPathInputEvent> = events.iter().map(Input::fast_path).collect();
+            let outputs = self
+                .stage
+                .process_fastpath_input(&mut self.image, &events)
+                .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+            self.handle_outputs(outputs).await
+        } else {
+            // The server did not allow fast-path input (MS-RDPBCGR 2.2.8.1.2): use the slow path.
+            let pdu = ShareDataPdu::Input(InputEventPdu(events.iter().map(Input::slow_path).collect()));
+            let mut buf = WriteBuf::new();
+            self.stage.encode_static(&mut buf, pdu).map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+            self.send(buf.filled()).await
+        }
+    }
+
+    /// Presses or releases a key by set-1 scancode (`extended` for the E0-prefixed keys).
+    pub async fn key(&mut self, scancode: u8, extended: bool, pressed: bool) -> Result<(), SessionError> {
+        self.send_input(&[Input::Key { code: scancode, extended, pressed }]).await
+    }
+
+    /// Types `text` as a US keyboard would: scancodes, Shift where needed, press then release;
+    /// `'\n'` is Enter. Characters the US layout lacks are sent as Unicode key events.
+    pub async fn type_text(&mut self, text: &str) -> Result<(), SessionError> {
+        let events: Vec<Input> = keymap::strokes_for(text)
+            .into_iter()
+            .map(|stroke| match stroke {
+                KeyStroke::Scancode { code, pressed } => Input::Key { code, extended: false, pressed },
+                KeyStroke::Unicode { unit, pressed } => Input::Unicode { unit, pressed },
+            })
+            .collect();
+        self.send_input(&events).await
+    }
+
+    /// Presses and releases `ch` as a Unicode key event (both UTF-16 units for astral characters).
+    pub async fn unicode(&mut self, ch: char) -> Result<(), SessionError> {
+        let mut units = [0u16; 2];
+        let events: Vec<Input> = ch
+            .encode_utf16(&mut units)
+            .iter()
+            .flat_map(|&unit| [Input::Unicode { unit, pressed: true }, Input::Unicode { unit, pressed: false }])
+            .collect();
+        self.send_input(&events).await
+    }
+
+    pub async fn mouse_move(&mut self, x: u16, y: u16) -> Result<(), SessionError> {
+        self.mouse = (x, y);
+        self.send_input(&[Input::Mouse { flags: PointerFlags::MOVE, wheel: 0, x, y }]).await
+    }
+
+    /// Presses or releases a button at the last position given to [`mouse_move`](Self::mouse_move).
+    pub async fn button(&mut self, button: Button, pressed: bool) -> Result<(), SessionError> {
+        let (x, y) = self.mouse;
+        let event = match button {
+            Button::Left | Button::Middle | Button::Right => {
+                let mut flags = match button {
+                    Button::Left => PointerFlags::LEFT_BUTTON,
+                    Button::Right => PointerFlags::RIGHT_BUTTON,
+                    _ => PointerFlags::MIDDLE_BUTTON_OR_WHEEL,
+                };
+                if pressed {
+                    flags |= PointerFlags::DOWN;
+                }
+                Input::Mouse { flags, wheel: 0, x, y }
+            }
+            Button::X1 | Button::X2 => {
+                let mut flags = if button == Button::X1 { PointerXFlags::BUTTON1 } else { PointerXFlags::BUTTON2 };
+                if pressed {
+                    flags |= PointerXFlags::DOWN;
+                }
+                Input::MouseX { flags, x, y }
+            }
+        };
+        self.send_input(&[event]).await
+    }
+
+    /// Turns the wheel by `delta` (Windows units, 120 per notch; positive = away from the user,
+    /// i.e. up, or right when `horizontal`). Large deltas are split into several events.
+    pub async fn wheel(&mut self, delta: i16, horizontal: bool) -> Result<(), SessionError> {
+        let (x, y) = self.mouse;
+        let axis = if horizontal { PointerFlags::HORIZONTAL_WHEEL } else { PointerFlags::VERTICAL_WHEEL };
+        let mut events = Vec::new();
+        let mut left = i32::from(delta);
+        while left != 0 {
+            // The wire field is 9-bit two's complement: -256..=255.
+            let step = left.clamp(-255, 255);
+            events.push(Input::Mouse { flags: axis, wheel: step as i16, x, y });
+            left -= step;
+        }
+        self.send_input(&events).await
+    }
+
+    /// Asks the server for a new desktop size through the display control channel
+    /// (MS-RDPEDISP). The server answers with a reactivation; pump until [`width`](Self::width)
+    /// and [`height`](Self::height) change. Fails with [`SessionError::Unavailable`] if the
+    /// server has not opened the channel.
+    pub async fn request_resize(&mut self, w: u16, h: u16) -> Result<(), SessionError> {
+        self.ensure_open()?;
+        if !(200..=8192).contains(&w) || !(200..=8192).contains(&h) || w % 2 != 0 {
+            return Err(SessionError::InvalidArgument(format!(
+                "{w}x{h}: MS-RDPEDISP wants an even width and both sides in 200..=8192"
+            )));
+        }
+        match self.stage.encode_resize(u32::from(w), u32::from(h), None, None) {
+            None => Err(SessionError::Unavailable(
+                "the server has not opened the display control channel (or sent its capabilities)".into(),
+            )),
+            Some(Err(e)) => Err(SessionError::Protocol(e.report().to_string())),
+            Some(Ok(frame)) => self.send(&frame).await,
+        }
+    }
+
+    /// Ends the connection politely: Shutdown Request, wait (briefly) for the server's
+    /// Shutdown Denied, MCS Disconnect Provider Ultimatum, TLS close. Already closed is fine.
+    pub async fn disconnect(mut self) -> Result<(), SessionError> {
+        if self.closed {
+            return Ok(());
+        }
+        let request = self.stage.graceful_shutdown().map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+        self.handle_outputs(request).await?;
+        // The session answers Shutdown Denied with the ultimatum itself and reports the end.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.pump_one(deadline).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(SessionError::Closed { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.closed {
+            // The server did not answer; leave anyway, the way the protocol says to.
+            let ultimatum =
+                McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested));
+            let frame = ironrdp_core::encode_vec(&X224(ultimatum)).map_err(|e| SessionError::Protocol(e.to_string()))?;
+            self.send(&frame).await?;
+        }
+        self.closed = true;
+        let (stream, _) = self.framed.get_inner_mut();
+        // The peer may already be gone; nothing useful to report then.
+        let _ = stream.shutdown().await;
+        Ok(())
+    }
+
+    /// Writes the framebuffer as an 8-bit RGB PNG.
+    pub fn save_png(&self, path: &Path) -> io::Result<()> {
+        let mut encoder = png::Encoder::new(BufWriter::new(File::create(path)?), self.width().into(), self.height().into());
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(io::Error::other)?;
+        // The decoders do not all set alpha; a screen is opaque, so drop it.
+        let rgb: Vec<u8> = self.image.data().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        writer.write_image_data(&rgb).map_err(io::Error::other)?;
+        writer.finish().map_err(io::Error::other)
+    }
+}
+
+/// One input event, before choosing fast path or slow path.
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    Key { code: u8, extended: bool, pressed: bool },
+    Unicode { unit: u16, pressed: bool },
+    Mouse { flags: PointerFlags, wheel: i16, x: u16, y: u16 },
+    MouseX { flags: PointerXFlags, x: u16, y: u16 },
+}
+
+impl Input {
+    fn fast_path(&self) -> FastPathInputEvent {
+        match *self {
+            Input::Key { code, extended, pressed } => {
+                let mut flags = FastPathKeyboardFlags::empty();
+                if !pressed {
+                    flags |= FastPathKeyboardFlags::RELEASE;
+                }
+                if extended {
+                    flags |= FastPathKeyboardFlags::EXTENDED;
+                }
+                FastPathInputEvent::KeyboardEvent(flags, code)
+            }
+            Input::Unicode { unit, pressed } => {
+                let flags = if pressed { FastPathKeyboardFlags::empty() } else { FastPathKeyboardFlags::RELEASE };
+                FastPathInputEvent::UnicodeKeyboardEvent(flags, unit)
+            }
+            Input::Mouse { flags, wheel, x, y } => FastPathInputEvent::MouseEvent(MousePdu {
+                flags,
+                number_of_wheel_rotation_units: wheel,
+                x_position: x,
+                y_position: y,
+            }),
+            Input::MouseX { flags, x, y } => {
+                FastPathInputEvent::MouseEventEx(MouseXPdu { flags, x_position: x, y_position: y })
+            }
+        }
+    }
+
+    fn slow_path(&self) -> InputEvent {
+        let key_flags = |pressed: bool, extended: bool| {
+            let mut flags = if pressed { SlowPathKeyboardFlags::DOWN } else { SlowPathKeyboardFlags::RELEASE };
+            if extended {
+                flags |= SlowPathKeyboardFlags::EXTENDED;
+            }
+            flags
+        };
+        match *self {
+            Input::Key { code, extended, pressed } => {
+                InputEvent::ScanCode(ScanCodePdu { flags: key_flags(pressed, extended), key_code: code.into() })
+            }
+            Input::Unicode { unit, pressed } => {
+                // The Unicode event has its own flags type: only RELEASE, "down" is its absence.
+                let flags = if pressed { UnicodeKeyboardFlags::empty() } else { UnicodeKeyboardFlags::RELEASE };
+                InputEvent::Unicode(UnicodePdu { flags, unicode_code: unit })
+            }
+            Input::Mouse { flags, wheel, x, y } => InputEvent::Mouse(MousePdu {
+                flags,
+                number_of_wheel_rotation_units: wheel,
+                x_position: x,
+                y_position: y,
+            }),
+            Input::MouseX { flags, x, y } => InputEvent::MouseX(MouseXPdu { flags, x_position: x, y_position: y }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_events_carry_release_and_extended_flags_on_both_paths() {
+        let up = Input::Key { code: 0x4B, extended: true, pressed: false };
+        match up.fast_path() {
+            FastPathInputEvent::KeyboardEvent(flags, 0x4B) => {
+                assert_eq!(flags, FastPathKeyboardFlags::RELEASE | FastPathKeyboardFlags::EXTENDED)
+            }
+            other => panic!("{other:?}"),
+        }
+        match up.slow_path() {
+            InputEvent::ScanCode(pdu) => {
+                assert_eq!(pdu.key_code, 0x4B);
+                assert_eq!(pdu.flags, SlowPathKeyboardFlags::RELEASE | SlowPathKeyboardFlags::EXTENDED);
+            }
+            other => panic!("{other:?}"),
+        }
+        match (Input::Key { code: 0x1E, extended: false, pressed: true }).fast_path() {
+            FastPathInputEvent::KeyboardEvent(flags, 0x1E) => assert!(flags.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! What can go wrong, split by phase: [`ConnectError`] before the session is up, [`SessionError`]
+//! after. Tests assert on these, so each failure a test cares about has its own variant.
+
+use std::io;
+
+use crate::errinfo;
+
+/// Why [`connect`](crate::connect) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection could not be made, or the socket failed before the security upgrade.
+    #[error("I/O: {0}")]
+    Io(#[source] io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(#[source] io::Error),
+    /// The server rejected our credentials: NLA (CredSSP) logon failure, early user authorization
+    /// "access denied", or a Set Error Info code that means access denied
+    /// (see [`errinfo::is_access_denied`]) during the connection sequence.
+    #[error("authentication failed{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    AuthenticationFailed {
+        /// What the server said, for humans (an NTSTATUS, an error info name, ...).
+        detail: Option<String>,
+    },
+    /// The server ended the connection during the connection sequence for another reason.
+    /// `error_info` is the Set Error Info code it sent first, if it sent one.
+    #[error("refused by server{}", error_info.map(|c| format!(": error info 0x{c:X} ({})", errinfo::name(c))).unwrap_or_default())]
+    Refused { error_info: Option<u32> },
+    /// The X.224 security negotiation failed (e.g. the server requires NLA and we offered TLS only).
+    #[error("security negotiation failed: {0}")]
+    SecurityNegotiation(String),
+    /// The server sent something we did not understand or did not expect.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// [`ClientConfig::connect_timeout`](crate::ClientConfig::connect_timeout) elapsed.
+    #[error("timed out connecting")]
+    Timeout,
+}
+
+/// Why a connected [`Client`](crate::Client) call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("I/O: {0}")]
+    Io(#[source] io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The server ended the session. `error_info` is the last Set Error Info code it sent
+    /// (e.g. `0xC` when the user logged off, `0x5` when another connection took the session).
+    #[error("server closed the connection{}", error_info.map(|c| format!(" with error info 0x{c:X} ({})", errinfo::name(c))).unwrap_or_default())]
+    Closed { error_info: Option<u32> },
+    /// The operation needs something the server did not offer (e.g. resize without the
+    /// display control channel).
+    #[error("not available: {0}")]
+    Unavailable(String),
+    /// The arguments cannot be sent as asked (e.g. a resize to an odd width).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl SessionError {
+    /// The Set Error Info code if this is a server-side close, so tests can write
+    /// `assert_eq!(err.closed_with(), Some(0xC))`.
+    pub fn closed_with(&self) -> Option<u32> {
+        match self {
+            SessionError::Closed { error_info } => *error_info,
+            _ => None,
+        }
+    }
+
+    /// Whether the server ended the session (with or without an error info code).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SessionError::Closed { .. })
+    }
+}
