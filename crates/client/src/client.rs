@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ironrdp_connector::connection_activation::{ConnectionActivationFactory, ConnectionActivationState};
+use ironrdp_connector::connection_activation::{
+    ConnectionActivationFactory, ConnectionActivationState,
+};
 use ironrdp_core::WriteBuf;
 use ironrdp_graphics::image_processing::PixelFormat;
+use ironrdp_pdu::Action;
 use ironrdp_pdu::input::fast_path::{FastPathInputEvent, KeyboardFlags as FastPathKeyboardFlags};
 use ironrdp_pdu::input::mouse::PointerFlags;
 use ironrdp_pdu::input::mouse_x::PointerXFlags;
@@ -20,7 +23,6 @@ use ironrdp_pdu::rdp::capability_sets::InputFlags;
 use ironrdp_pdu::rdp::headers::{BasicSecurityHeader, BasicSecurityHeaderFlags, ShareDataPdu};
 use ironrdp_pdu::rdp::multitransport::MultitransportResponsePdu;
 use ironrdp_pdu::x224::X224;
-use ironrdp_pdu::Action;
 use ironrdp_session::image::DecodedImage;
 use ironrdp_session::{ActiveStage, ActiveStageBuilder, ActiveStageOutput};
 use ironrdp_tokio::{FramedWrite as _, TokioFramed};
@@ -84,8 +86,17 @@ fn fastpath_input_allowed(flags: InputFlags) -> bool {
 
 impl Client {
     fn new(connected: connect::Connected) -> Self {
-        let connect::Connected { framed, result, bytes_read, error_info } = connected;
-        let image = DecodedImage::new(PixelFormat::RgbA32, result.desktop_size.width, result.desktop_size.height);
+        let connect::Connected {
+            framed,
+            result,
+            bytes_read,
+            error_info,
+        } = connected;
+        let image = DecodedImage::new(
+            PixelFormat::RgbA32,
+            result.desktop_size.width,
+            result.desktop_size.height,
+        );
         let fastpath_input = fastpath_input_allowed(result.input_flags);
         let io_channel_id = result.io_channel_id;
         let user_channel_id = result.user_channel_id;
@@ -210,7 +221,11 @@ impl Client {
 
     /// Processes incoming PDUs until the picture has been still for `quiet` after at least one
     /// update (`Ok(true)`), or `max` passes (`Ok(false)`).
-    pub async fn pump_until_idle(&mut self, quiet: Duration, max: Duration) -> Result<bool, SessionError> {
+    pub async fn pump_until_idle(
+        &mut self,
+        quiet: Duration,
+        max: Duration,
+    ) -> Result<bool, SessionError> {
         let end = Instant::now() + max;
         let mut last_change = Instant::now();
         let mut frames = self.frames;
@@ -233,7 +248,8 @@ impl Client {
     /// Reads and handles one PDU. `Ok(false)` when `deadline` passed first.
     async fn pump_one(&mut self, deadline: Instant) -> Result<bool, SessionError> {
         self.ensure_open()?;
-        let (action, frame) = match tokio::time::timeout_at(deadline, self.framed.read_pdu()).await {
+        let (action, frame) = match tokio::time::timeout_at(deadline, self.framed.read_pdu()).await
+        {
             Err(_elapsed) => return Ok(false),
             Ok(Err(e)) => return Err(self.io_failed(e)),
             Ok(Ok(pdu)) => pdu,
@@ -243,14 +259,22 @@ impl Client {
     }
 
     fn ensure_open(&self) -> Result<(), SessionError> {
-        if self.closed { Err(SessionError::Closed { error_info: self.error_info }) } else { Ok(()) }
+        if self.closed {
+            Err(SessionError::Closed {
+                error_info: self.error_info,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// A socket error: a hang-up is the server closing the session, anything else is I/O.
     fn io_failed(&mut self, e: io::Error) -> SessionError {
         if is_hangup(&e) {
             self.closed = true;
-            SessionError::Closed { error_info: self.error_info }
+            SessionError::Closed {
+                error_info: self.error_info,
+            }
         } else {
             SessionError::Io(e)
         }
@@ -259,14 +283,18 @@ impl Client {
     async fn handle(&mut self, action: Action, frame: &[u8]) -> Result<(), SessionError> {
         match action {
             Action::X224 => {
-                if let Some(code) = wire::set_error_info(frame, Some(self.io_channel_id)).filter(|&c| c != 0) {
+                if let Some(code) =
+                    wire::set_error_info(frame, Some(self.io_channel_id)).filter(|&c| c != 0)
+                {
                     // Handled here rather than by the session: it only keeps a description, and
                     // fails on codes IronRDP does not know. A Set Error Info is the server
                     // announcing the end of the session (MS-RDPBCGR 1.3.1.4.2).
                     debug!(code, "Set Error Info");
                     self.error_info = Some(code);
                     self.closed = true;
-                    return Err(SessionError::Closed { error_info: Some(code) });
+                    return Err(SessionError::Closed {
+                        error_info: Some(code),
+                    });
                 }
             }
             Action::FastPath => {
@@ -284,7 +312,10 @@ impl Client {
         self.handle_outputs(outputs).await
     }
 
-    async fn handle_outputs(&mut self, outputs: Vec<ActiveStageOutput>) -> Result<(), SessionError> {
+    async fn handle_outputs(
+        &mut self,
+        outputs: Vec<ActiveStageOutput>,
+    ) -> Result<(), SessionError> {
         for output in outputs {
             match output {
                 ActiveStageOutput::ResponseFrame(frame) => self.send(&frame).await?,
@@ -294,12 +325,16 @@ impl Client {
                 ActiveStageOutput::Terminate(reason) => {
                     debug!(%reason, "server ended the session");
                     self.closed = true;
-                    return Err(SessionError::Closed { error_info: self.error_info });
+                    return Err(SessionError::Closed {
+                        error_info: self.error_info,
+                    });
                 }
                 ActiveStageOutput::MultitransportRequest(request) => {
                     // We have no UDP transport: decline (E_ABORT), the server stays on TCP.
                     let response = MultitransportResponsePdu {
-                        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::TRANSPORT_RSP },
+                        security_header: BasicSecurityHeader {
+                            flags: BasicSecurityHeaderFlags::TRANSPORT_RSP,
+                        },
                         request_id: request.request_id,
                         hr_response: MultitransportResponsePdu::E_ABORT,
                     };
@@ -316,7 +351,9 @@ impl Client {
                         redirection.session_id
                     )));
                 }
-                ActiveStageOutput::LogonErrors(errors) => warn!(?errors, "server reported logon errors"),
+                ActiveStageOutput::LogonErrors(errors) => {
+                    warn!(?errors, "server reported logon errors")
+                }
                 other => debug!(?other, "ignored session output"),
             }
         }
@@ -330,17 +367,23 @@ impl Client {
         let mut buf = WriteBuf::new();
         let mut error_info = None;
         loop {
-            let stepped = connect::step(&mut self.framed, &mut sequence, &mut buf, &mut error_info).await;
+            let stepped =
+                connect::step(&mut self.framed, &mut sequence, &mut buf, &mut error_info).await;
             if let Some(code) = error_info {
                 self.error_info = Some(code);
                 self.closed = true;
-                return Err(SessionError::Closed { error_info: Some(code) });
+                return Err(SessionError::Closed {
+                    error_info: Some(code),
+                });
             }
             match stepped {
                 Ok(()) => {}
                 Err(connect::StepError::Io(e)) => return Err(self.io_failed(e)),
                 Err(connect::StepError::Connector(e)) => {
-                    return Err(SessionError::Protocol(format!("reactivation: {}", e.report())));
+                    return Err(SessionError::Protocol(format!(
+                        "reactivation: {}",
+                        e.report()
+                    )));
                 }
             }
             match sequence.connection_activation_state() {
@@ -362,12 +405,22 @@ impl Client {
                         pointer_software_rendering,
                         static_channel_chunk_size,
                     ) {
-                        return Err(SessionError::Protocol("reactivation: invalid virtual channel chunk size".into()));
+                        return Err(SessionError::Protocol(
+                            "reactivation: invalid virtual channel chunk size".into(),
+                        ));
                     }
                     self.stage.set_window_support_level(window_support_level);
-                    self.image = DecodedImage::new(PixelFormat::RgbA32, desktop_size.width, desktop_size.height);
+                    self.image = DecodedImage::new(
+                        PixelFormat::RgbA32,
+                        desktop_size.width,
+                        desktop_size.height,
+                    );
                     self.fastpath_input = fastpath_input_allowed(input_flags);
-                    debug!(width = desktop_size.width, height = desktop_size.height, "reactivated");
+                    debug!(
+                        width = desktop_size.width,
+                        height = desktop_size.height,
+                        "reactivated"
+                    );
                     return Ok(());
                 }
                 ConnectionActivationState::Redirected { redirection } => {
@@ -406,16 +459,29 @@ impl Client {
             self.handle_outputs(outputs).await
         } else {
             // The server did not allow fast-path input (MS-RDPBCGR 2.2.8.1.2): use the slow path.
-            let pdu = ShareDataPdu::Input(InputEventPdu(events.iter().map(Input::slow_path).collect()));
+            let pdu =
+                ShareDataPdu::Input(InputEventPdu(events.iter().map(Input::slow_path).collect()));
             let mut buf = WriteBuf::new();
-            self.stage.encode_static(&mut buf, pdu).map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+            self.stage
+                .encode_static(&mut buf, pdu)
+                .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
             self.send(buf.filled()).await
         }
     }
 
     /// Presses or releases a key by set-1 scancode (`extended` for the E0-prefixed keys).
-    pub async fn key(&mut self, scancode: u8, extended: bool, pressed: bool) -> Result<(), SessionError> {
-        self.send_input(&[Input::Key { code: scancode, extended, pressed }]).await
+    pub async fn key(
+        &mut self,
+        scancode: u8,
+        extended: bool,
+        pressed: bool,
+    ) -> Result<(), SessionError> {
+        self.send_input(&[Input::Key {
+            code: scancode,
+            extended,
+            pressed,
+        }])
+        .await
     }
 
     /// Types `text` as a US keyboard would: scancodes, Shift where needed, press then release;
@@ -424,7 +490,11 @@ impl Client {
         let events: Vec<Input> = keymap::strokes_for(text)
             .into_iter()
             .map(|stroke| match stroke {
-                KeyStroke::Scancode { code, pressed } => Input::Key { code, extended: false, pressed },
+                KeyStroke::Scancode { code, pressed } => Input::Key {
+                    code,
+                    extended: false,
+                    pressed,
+                },
                 KeyStroke::Unicode { unit, pressed } => Input::Unicode { unit, pressed },
             })
             .collect();
@@ -437,14 +507,31 @@ impl Client {
         let events: Vec<Input> = ch
             .encode_utf16(&mut units)
             .iter()
-            .flat_map(|&unit| [Input::Unicode { unit, pressed: true }, Input::Unicode { unit, pressed: false }])
+            .flat_map(|&unit| {
+                [
+                    Input::Unicode {
+                        unit,
+                        pressed: true,
+                    },
+                    Input::Unicode {
+                        unit,
+                        pressed: false,
+                    },
+                ]
+            })
             .collect();
         self.send_input(&events).await
     }
 
     pub async fn mouse_move(&mut self, x: u16, y: u16) -> Result<(), SessionError> {
         self.mouse = (x, y);
-        self.send_input(&[Input::Mouse { flags: PointerFlags::MOVE, wheel: 0, x, y }]).await
+        self.send_input(&[Input::Mouse {
+            flags: PointerFlags::MOVE,
+            wheel: 0,
+            x,
+            y,
+        }])
+        .await
     }
 
     /// Presses or releases a button at the last position given to [`mouse_move`](Self::mouse_move).
@@ -460,10 +547,19 @@ impl Client {
                 if pressed {
                     flags |= PointerFlags::DOWN;
                 }
-                Input::Mouse { flags, wheel: 0, x, y }
+                Input::Mouse {
+                    flags,
+                    wheel: 0,
+                    x,
+                    y,
+                }
             }
             Button::X1 | Button::X2 => {
-                let mut flags = if button == Button::X1 { PointerXFlags::BUTTON1 } else { PointerXFlags::BUTTON2 };
+                let mut flags = if button == Button::X1 {
+                    PointerXFlags::BUTTON1
+                } else {
+                    PointerXFlags::BUTTON2
+                };
                 if pressed {
                     flags |= PointerXFlags::DOWN;
                 }
@@ -477,13 +573,22 @@ impl Client {
     /// i.e. up, or right when `horizontal`). Large deltas are split into several events.
     pub async fn wheel(&mut self, delta: i16, horizontal: bool) -> Result<(), SessionError> {
         let (x, y) = self.mouse;
-        let axis = if horizontal { PointerFlags::HORIZONTAL_WHEEL } else { PointerFlags::VERTICAL_WHEEL };
+        let axis = if horizontal {
+            PointerFlags::HORIZONTAL_WHEEL
+        } else {
+            PointerFlags::VERTICAL_WHEEL
+        };
         let mut events = Vec::new();
         let mut left = i32::from(delta);
         while left != 0 {
             // The wire field is 9-bit two's complement: -256..=255.
             let step = left.clamp(-255, 255);
-            events.push(Input::Mouse { flags: axis, wheel: step as i16, x, y });
+            events.push(Input::Mouse {
+                flags: axis,
+                wheel: step as i16,
+                x,
+                y,
+            });
             left -= step;
         }
         self.send_input(&events).await
@@ -495,14 +600,18 @@ impl Client {
     /// server has not opened the channel.
     pub async fn request_resize(&mut self, w: u16, h: u16) -> Result<(), SessionError> {
         self.ensure_open()?;
-        if !(200..=8192).contains(&w) || !(200..=8192).contains(&h) || w % 2 != 0 {
+        if !(200..=8192).contains(&w) || !(200..=8192).contains(&h) || !w.is_multiple_of(2) {
             return Err(SessionError::InvalidArgument(format!(
                 "{w}x{h}: MS-RDPEDISP wants an even width and both sides in 200..=8192"
             )));
         }
-        match self.stage.encode_resize(u32::from(w), u32::from(h), None, None) {
+        match self
+            .stage
+            .encode_resize(u32::from(w), u32::from(h), None, None)
+        {
             None => Err(SessionError::Unavailable(
-                "the server has not opened the display control channel (or sent its capabilities)".into(),
+                "the server has not opened the display control channel (or sent its capabilities)"
+                    .into(),
             )),
             Some(Err(e)) => Err(SessionError::Protocol(e.report().to_string())),
             Some(Ok(frame)) => self.send(&frame).await,
@@ -515,7 +624,10 @@ impl Client {
         if self.closed {
             return Ok(());
         }
-        let request = self.stage.graceful_shutdown().map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+        let request = self
+            .stage
+            .graceful_shutdown()
+            .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
         self.handle_outputs(request).await?;
         // The session answers Shutdown Denied with the ultimatum itself and reports the end.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -529,9 +641,11 @@ impl Client {
         }
         if !self.closed {
             // The server did not answer; leave anyway, the way the protocol says to.
-            let ultimatum =
-                McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested));
-            let frame = ironrdp_core::encode_vec(&X224(ultimatum)).map_err(|e| SessionError::Protocol(e.to_string()))?;
+            let ultimatum = McsMessage::DisconnectProviderUltimatum(
+                DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested),
+            );
+            let frame = ironrdp_core::encode_vec(&X224(ultimatum))
+                .map_err(|e| SessionError::Protocol(e.to_string()))?;
             self.send(&frame).await?;
         }
         self.closed = true;
@@ -543,12 +657,21 @@ impl Client {
 
     /// Writes the framebuffer as an 8-bit RGB PNG.
     pub fn save_png(&self, path: &Path) -> io::Result<()> {
-        let mut encoder = png::Encoder::new(BufWriter::new(File::create(path)?), self.width().into(), self.height().into());
+        let mut encoder = png::Encoder::new(
+            BufWriter::new(File::create(path)?),
+            self.width().into(),
+            self.height().into(),
+        );
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(io::Error::other)?;
         // The decoders do not all set alpha; a screen is opaque, so drop it.
-        let rgb: Vec<u8> = self.image.data().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let rgb: Vec<u8> = self
+            .image
+            .data()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
         writer.write_image_data(&rgb).map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)
     }
@@ -557,16 +680,36 @@ impl Client {
 /// One input event, before choosing fast path or slow path.
 #[derive(Debug, Clone, Copy)]
 enum Input {
-    Key { code: u8, extended: bool, pressed: bool },
-    Unicode { unit: u16, pressed: bool },
-    Mouse { flags: PointerFlags, wheel: i16, x: u16, y: u16 },
-    MouseX { flags: PointerXFlags, x: u16, y: u16 },
+    Key {
+        code: u8,
+        extended: bool,
+        pressed: bool,
+    },
+    Unicode {
+        unit: u16,
+        pressed: bool,
+    },
+    Mouse {
+        flags: PointerFlags,
+        wheel: i16,
+        x: u16,
+        y: u16,
+    },
+    MouseX {
+        flags: PointerXFlags,
+        x: u16,
+        y: u16,
+    },
 }
 
 impl Input {
     fn fast_path(&self) -> FastPathInputEvent {
         match *self {
-            Input::Key { code, extended, pressed } => {
+            Input::Key {
+                code,
+                extended,
+                pressed,
+            } => {
                 let mut flags = FastPathKeyboardFlags::empty();
                 if !pressed {
                     flags |= FastPathKeyboardFlags::RELEASE;
@@ -577,7 +720,11 @@ impl Input {
                 FastPathInputEvent::KeyboardEvent(flags, code)
             }
             Input::Unicode { unit, pressed } => {
-                let flags = if pressed { FastPathKeyboardFlags::empty() } else { FastPathKeyboardFlags::RELEASE };
+                let flags = if pressed {
+                    FastPathKeyboardFlags::empty()
+                } else {
+                    FastPathKeyboardFlags::RELEASE
+                };
                 FastPathInputEvent::UnicodeKeyboardEvent(flags, unit)
             }
             Input::Mouse { flags, wheel, x, y } => FastPathInputEvent::MouseEvent(MousePdu {
@@ -586,28 +733,46 @@ impl Input {
                 x_position: x,
                 y_position: y,
             }),
-            Input::MouseX { flags, x, y } => {
-                FastPathInputEvent::MouseEventEx(MouseXPdu { flags, x_position: x, y_position: y })
-            }
+            Input::MouseX { flags, x, y } => FastPathInputEvent::MouseEventEx(MouseXPdu {
+                flags,
+                x_position: x,
+                y_position: y,
+            }),
         }
     }
 
     fn slow_path(&self) -> InputEvent {
         let key_flags = |pressed: bool, extended: bool| {
-            let mut flags = if pressed { SlowPathKeyboardFlags::DOWN } else { SlowPathKeyboardFlags::RELEASE };
+            let mut flags = if pressed {
+                SlowPathKeyboardFlags::DOWN
+            } else {
+                SlowPathKeyboardFlags::RELEASE
+            };
             if extended {
                 flags |= SlowPathKeyboardFlags::EXTENDED;
             }
             flags
         };
         match *self {
-            Input::Key { code, extended, pressed } => {
-                InputEvent::ScanCode(ScanCodePdu { flags: key_flags(pressed, extended), key_code: code.into() })
-            }
+            Input::Key {
+                code,
+                extended,
+                pressed,
+            } => InputEvent::ScanCode(ScanCodePdu {
+                flags: key_flags(pressed, extended),
+                key_code: code.into(),
+            }),
             Input::Unicode { unit, pressed } => {
                 // The Unicode event has its own flags type: only RELEASE, "down" is its absence.
-                let flags = if pressed { UnicodeKeyboardFlags::empty() } else { UnicodeKeyboardFlags::RELEASE };
-                InputEvent::Unicode(UnicodePdu { flags, unicode_code: unit })
+                let flags = if pressed {
+                    UnicodeKeyboardFlags::empty()
+                } else {
+                    UnicodeKeyboardFlags::RELEASE
+                };
+                InputEvent::Unicode(UnicodePdu {
+                    flags,
+                    unicode_code: unit,
+                })
             }
             Input::Mouse { flags, wheel, x, y } => InputEvent::Mouse(MousePdu {
                 flags,
@@ -615,7 +780,11 @@ impl Input {
                 x_position: x,
                 y_position: y,
             }),
-            Input::MouseX { flags, x, y } => InputEvent::MouseX(MouseXPdu { flags, x_position: x, y_position: y }),
+            Input::MouseX { flags, x, y } => InputEvent::MouseX(MouseXPdu {
+                flags,
+                x_position: x,
+                y_position: y,
+            }),
         }
     }
 }
@@ -626,21 +795,37 @@ mod tests {
 
     #[test]
     fn key_events_carry_release_and_extended_flags_on_both_paths() {
-        let up = Input::Key { code: 0x4B, extended: true, pressed: false };
+        let up = Input::Key {
+            code: 0x4B,
+            extended: true,
+            pressed: false,
+        };
         match up.fast_path() {
             FastPathInputEvent::KeyboardEvent(flags, 0x4B) => {
-                assert_eq!(flags, FastPathKeyboardFlags::RELEASE | FastPathKeyboardFlags::EXTENDED)
+                assert_eq!(
+                    flags,
+                    FastPathKeyboardFlags::RELEASE | FastPathKeyboardFlags::EXTENDED
+                )
             }
             other => panic!("{other:?}"),
         }
         match up.slow_path() {
             InputEvent::ScanCode(pdu) => {
                 assert_eq!(pdu.key_code, 0x4B);
-                assert_eq!(pdu.flags, SlowPathKeyboardFlags::RELEASE | SlowPathKeyboardFlags::EXTENDED);
+                assert_eq!(
+                    pdu.flags,
+                    SlowPathKeyboardFlags::RELEASE | SlowPathKeyboardFlags::EXTENDED
+                );
             }
             other => panic!("{other:?}"),
         }
-        match (Input::Key { code: 0x1E, extended: false, pressed: true }).fast_path() {
+        match (Input::Key {
+            code: 0x1E,
+            extended: false,
+            pressed: true,
+        })
+        .fast_path()
+        {
             FastPathInputEvent::KeyboardEvent(flags, 0x1E) => assert!(flags.is_empty()),
             other => panic!("{other:?}"),
         }

@@ -14,16 +14,17 @@ use std::sync::atomic::AtomicU64;
 use ironrdp_connector::credssp::CredsspSequence;
 use ironrdp_connector::sspi::generator::GeneratorState;
 use ironrdp_connector::{
-    BitmapConfig, ClientConnector, ClientConnectorState, ConnectionOutcome, ConnectionResult, ConnectorError,
-    ConnectorErrorKind, Credentials, DesktopSize, Sequence, ServerName,
+    BitmapConfig, ClientConnector, ClientConnectorState, ConnectionOutcome, ConnectionResult,
+    ConnectorError, ConnectorErrorKind, Credentials, DesktopSize, Sequence, ServerName,
 };
 use ironrdp_core::WriteBuf;
 use ironrdp_displaycontrol::client::DisplayControlClient;
 use ironrdp_dvc::DrdynvcClient;
 use ironrdp_pdu::gcc;
 use ironrdp_pdu::rdp::capability_sets::{
-    BitmapCodecs, CaptureFlags, Codec, CodecProperty, EntropyBits, MajorPlatformType, RailSupportLevel,
-    RemoteFxContainer, RfxCaps, RfxCapset, RfxClientCapsContainer, RfxICap, RfxICapFlags,
+    BitmapCodecs, CaptureFlags, Codec, CodecProperty, EntropyBits, MajorPlatformType,
+    RailSupportLevel, RemoteFxContainer, RfxCaps, RfxCapset, RfxClientCapsContainer, RfxICap,
+    RfxICapFlags,
 };
 use ironrdp_pdu::rdp::client_info::PerformanceFlags;
 use ironrdp_tokio::{FramedRead, FramedWrite, TokioFramed};
@@ -48,13 +49,15 @@ pub(crate) const REMOTEFX_CODEC_ID: u8 = 3;
 pub(crate) fn advertised_codecs() -> BitmapCodecs {
     BitmapCodecs(vec![Codec {
         id: REMOTEFX_CODEC_ID,
-        property: CodecProperty::RemoteFx(RemoteFxContainer::ClientContainer(RfxClientCapsContainer {
-            capture_flags: CaptureFlags::empty(),
-            caps_data: RfxCaps(RfxCapset(vec![RfxICap {
-                flags: RfxICapFlags::empty(),
-                entropy_bits: EntropyBits::Rlgr3,
-            }])),
-        })),
+        property: CodecProperty::RemoteFx(RemoteFxContainer::ClientContainer(
+            RfxClientCapsContainer {
+                capture_flags: CaptureFlags::empty(),
+                caps_data: RfxCaps(RfxCapset(vec![RfxICap {
+                    flags: RfxICapFlags::empty(),
+                    entropy_bits: EntropyBits::Rlgr3,
+                }])),
+            },
+        )),
     }])
 }
 
@@ -65,7 +68,10 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         Security::Negotiate => (true, true),
     };
     ironrdp_connector::Config {
-        desktop_size: DesktopSize { width: cfg.width, height: cfg.height },
+        desktop_size: DesktopSize {
+            width: cfg.width,
+            height: cfg.height,
+        },
         monitor_layout: None,
         desktop_scale_factor: 0,
         desktop_physical_size: None,
@@ -76,7 +82,10 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         enable_tls,
         enable_credssp,
         enable_standard_rdp_security: false,
-        credentials: Credentials::UsernamePassword { username: cfg.username.clone(), password: cfg.password.clone() },
+        credentials: Credentials::UsernamePassword {
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+        },
         domain: cfg.domain.clone(),
         client_build: 0,
         client_name: cfg.client_name.clone(),
@@ -86,7 +95,11 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         keyboard_layout: cfg.keyboard_layout,
         connection_type: gcc::ConnectionType::Lan,
         ime_file_name: String::new(),
-        bitmap: Some(BitmapConfig { lossy_compression: false, color_depth: 32, codecs: advertised_codecs() }),
+        bitmap: Some(BitmapConfig {
+            lossy_compression: false,
+            color_depth: 32,
+            codecs: advertised_codecs(),
+        }),
         dig_product_id: String::new(),
         client_dir: String::new(),
         alternate_shell: String::new(),
@@ -122,44 +135,74 @@ pub(crate) struct Connected {
 
 pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let tcp = TcpStream::connect(cfg.addr).await.map_err(ConnectError::Io)?;
+    let tcp = TcpStream::connect(cfg.addr)
+        .await
+        .map_err(ConnectError::Io)?;
     // Input events are tiny and latency-sensitive; do not let Nagle hold them back.
     tcp.set_nodelay(true).map_err(ConnectError::Io)?;
     let local_addr = tcp.local_addr().map_err(ConnectError::Io)?;
     let mut stream = Counted::new(tcp, Arc::clone(&bytes_read));
 
     if let Some(id) = cfg.session_id {
-        stream.write_all(&wire::preconnection_pdu(id)).await.map_err(ConnectError::Io)?;
+        stream
+            .write_all(&wire::preconnection_pdu(id))
+            .await
+            .map_err(ConnectError::Io)?;
     }
 
-    let drdynvc = DrdynvcClient::new().with_dynamic_channel(DisplayControlClient::new(|_caps| Ok(Vec::new())));
-    let mut connector = ClientConnector::new(connector_config(cfg), local_addr).with_static_channel(drdynvc);
+    let drdynvc = DrdynvcClient::new()
+        .with_dynamic_channel(DisplayControlClient::new(|_caps| Ok(Vec::new())));
+    let mut connector =
+        ClientConnector::new(connector_config(cfg), local_addr).with_static_channel(drdynvc);
     let mut error_info = None;
 
     // X.224 negotiation, in the clear.
     let mut framed = TokioFramed::new(stream);
     let mut buf = WriteBuf::new();
     while !connector.should_perform_security_upgrade() {
-        step(&mut framed, &mut connector, &mut buf, &mut error_info).await.map_err(|e| e.before_tls())?;
+        step(&mut framed, &mut connector, &mut buf, &mut error_info)
+            .await
+            .map_err(|e| e.before_tls())?;
     }
     let (stream, leftover) = framed.into_inner();
     if !leftover.is_empty() {
-        return Err(ConnectError::Protocol(format!("{} unexpected bytes before the TLS handshake", leftover.len())));
+        return Err(ConnectError::Protocol(format!(
+            "{} unexpected bytes before the TLS handshake",
+            leftover.len()
+        )));
     }
 
     let tls = tls::connector()
-        .connect(rustls::pki_types::ServerName::IpAddress(cfg.addr.ip().into()), stream)
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(cfg.addr.ip().into()),
+            stream,
+        )
         .await
         .map_err(ConnectError::Tls)?;
-    let cert = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).cloned().ok_or_else(|| {
-        ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidData, "server sent no certificate"))
-    })?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .cloned()
+        .ok_or_else(|| {
+            ConnectError::Tls(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "server sent no certificate",
+            ))
+        })?;
     let server_public_key = tls::server_public_key(&cert).map_err(ConnectError::Tls)?;
     connector.mark_security_upgrade_as_done();
     let mut framed = TokioFramed::new(tls);
 
     if connector.should_perform_credssp() {
-        credssp(&mut framed, &mut connector, server_name(cfg.addr), server_public_key).await?;
+        credssp(
+            &mut framed,
+            &mut connector,
+            server_name(cfg.addr),
+            server_public_key,
+        )
+        .await?;
     }
 
     let outcome = loop {
@@ -168,19 +211,33 @@ pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
             buf.clear();
             let written = connector.skip_multitransport(&mut buf).map_err(protocol)?;
             if written.size().is_some() {
-                framed.write_all(buf.filled()).await.map_err(|e| StepError::Io(e).after_tls(error_info))?;
+                framed
+                    .write_all(buf.filled())
+                    .await
+                    .map_err(|e| StepError::Io(e).after_tls(error_info))?;
             }
             continue;
         }
-        step(&mut framed, &mut connector, &mut buf, &mut error_info).await.map_err(|e| e.after_tls(error_info))?;
+        step(&mut framed, &mut connector, &mut buf, &mut error_info)
+            .await
+            .map_err(|e| e.after_tls(error_info))?;
         if let Some(outcome) = connector.state.take_outcome() {
             break outcome;
         }
     };
     match outcome {
         ConnectionOutcome::Connected(result) => {
-            info!(width = result.desktop_size.width, height = result.desktop_size.height, "connected");
-            Ok(Connected { framed, result, bytes_read, error_info })
+            info!(
+                width = result.desktop_size.width,
+                height = result.desktop_size.height,
+                "connected"
+            );
+            Ok(Connected {
+                framed,
+                result,
+                bytes_read,
+                error_info,
+            })
         }
         ConnectionOutcome::Redirected(redirection) => Err(ConnectError::Protocol(format!(
             "server redirected us to session {}; this client does not follow redirections",
@@ -207,7 +264,9 @@ impl StepError {
         match self {
             StepError::Io(e) => ConnectError::Io(e),
             StepError::Connector(e) => match e.kind() {
-                ConnectorErrorKind::Negotiation(failure) => ConnectError::SecurityNegotiation(failure.to_string()),
+                ConnectorErrorKind::Negotiation(failure) => {
+                    ConnectError::SecurityNegotiation(failure.to_string())
+                }
                 _ => protocol(e),
             },
         }
@@ -222,13 +281,17 @@ impl StepError {
                     detail: Some(format!("error info 0x{code:X} ({})", errinfo::name(code))),
                 };
             }
-            return ConnectError::Refused { error_info: Some(code) };
+            return ConnectError::Refused {
+                error_info: Some(code),
+            };
         }
         match self {
             StepError::Io(e) if is_hangup(&e) => ConnectError::Refused { error_info: None },
             StepError::Io(e) => ConnectError::Io(e),
             StepError::Connector(e) => match e.kind() {
-                ConnectorErrorKind::AccessDenied => ConnectError::AuthenticationFailed { detail: Some(e.to_string()) },
+                ConnectorErrorKind::AccessDenied => ConnectError::AuthenticationFailed {
+                    detail: Some(e.to_string()),
+                },
                 _ => protocol(e),
             },
         }
@@ -270,7 +333,10 @@ where
     }
     .map_err(StepError::Connector)?;
     if written.size().is_some() {
-        framed.write_all(buf.filled()).await.map_err(StepError::Io)?;
+        framed
+            .write_all(buf.filled())
+            .await
+            .map_err(StepError::Io)?;
     }
     Ok(())
 }
@@ -285,7 +351,9 @@ async fn credssp(
     server_public_key: Vec<u8>,
 ) -> Result<(), ConnectError> {
     let ClientConnectorState::Credssp { selected_protocol } = connector.state else {
-        return Err(ConnectError::Protocol("connector is not in the CredSSP state".into()));
+        return Err(ConnectError::Protocol(
+            "connector is not in the CredSSP state".into(),
+        ));
     };
     let (mut sequence, mut ts_request) = CredsspSequence::init(
         connector.config.credentials.clone(),
@@ -296,7 +364,9 @@ async fn credssp(
         None,
     )
     .map_err(protocol)?;
-    let auth_failed = |detail: String| ConnectError::AuthenticationFailed { detail: Some(detail) };
+    let auth_failed = |detail: String| ConnectError::AuthenticationFailed {
+        detail: Some(detail),
+    };
     let mut buf = WriteBuf::new();
     loop {
         let client_state = {
@@ -305,38 +375,55 @@ async fn credssp(
                 GeneratorState::Completed(result) => result.map_err(|e| {
                     use ironrdp_connector::sspi::ErrorKind;
                     match e.error_type {
-                        ErrorKind::LogonDenied | ErrorKind::UnknownCredentials | ErrorKind::NoCredentials => {
-                            auth_failed(format!("CredSSP: {e}"))
-                        }
+                        ErrorKind::LogonDenied
+                        | ErrorKind::UnknownCredentials
+                        | ErrorKind::NoCredentials => auth_failed(format!("CredSSP: {e}")),
                         _ => ConnectError::Protocol(format!("CredSSP: {e}")),
                     }
                 })?,
                 GeneratorState::Suspended(_) => {
                     return Err(ConnectError::Protocol(
-                        "CredSSP wants to reach a KDC (Kerberos); this client only does NTLM".into(),
+                        "CredSSP wants to reach a KDC (Kerberos); this client only does NTLM"
+                            .into(),
                     ));
                 }
             }
         };
         buf.clear();
-        let written = sequence.handle_process_result(client_state, &mut buf).map_err(protocol)?;
+        let written = sequence
+            .handle_process_result(client_state, &mut buf)
+            .map_err(protocol)?;
         if written.size().is_some() {
-            framed.write_all(buf.filled()).await.map_err(ConnectError::Io)?;
+            framed
+                .write_all(buf.filled())
+                .await
+                .map_err(ConnectError::Io)?;
         }
-        let Some(hint) = sequence.next_pdu_hint() else { break };
+        let Some(hint) = sequence.next_pdu_hint() else {
+            break;
+        };
         let pdu = framed.read_by_hint(hint).await.map_err(|e| {
-            if is_hangup(&e) { auth_failed("server closed the connection during NLA".into()) } else { ConnectError::Io(e) }
+            if is_hangup(&e) {
+                auth_failed("server closed the connection during NLA".into())
+            } else {
+                ConnectError::Io(e)
+            }
         })?;
         match sequence.decode_server_message(&pdu) {
             Ok(Some(request)) => {
                 if let Some(status) = request.error_code {
-                    return Err(auth_failed(format!("NLA: server returned NTSTATUS 0x{:08X}", status.0)));
+                    return Err(auth_failed(format!(
+                        "NLA: server returned NTSTATUS 0x{:08X}",
+                        status.0
+                    )));
                 }
                 ts_request = request;
             }
             Ok(None) => break,
             Err(e) if matches!(e.kind(), ConnectorErrorKind::AccessDenied) => {
-                return Err(auth_failed("NLA: early user authorization result: access denied".into()));
+                return Err(auth_failed(
+                    "NLA: early user authorization result: access denied".into(),
+                ));
             }
             Err(e) => return Err(protocol(e)),
         }

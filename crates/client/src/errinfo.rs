@@ -51,5 +51,8 @@ pub fn name(code: u32) -> &'static str {
 /// [`connect`](crate::connect) as [`ConnectError::AuthenticationFailed`](crate::ConnectError).
 /// `0x9` is what IronRDP's acceptor sends when it rejects credentials.
 pub fn is_access_denied(code: u32) -> bool {
-    matches!(code, SERVER_INSUFFICIENT_PRIVILEGES | SERVER_FRESH_CREDENTIALS_REQUIRED)
+    matches!(
+        code,
+        SERVER_INSUFFICIENT_PRIVILEGES | SERVER_FRESH_CREDENTIALS_REQUIRED
+    )
 }

@@ -101,19 +101,37 @@ pub fn strokes_for(text: &str) -> Vec<KeyStroke> {
         match us_scancode(ch) {
             Some((code, shift)) => {
                 if shift {
-                    out.push(KeyStroke::Scancode { code: SHIFT, pressed: true });
+                    out.push(KeyStroke::Scancode {
+                        code: SHIFT,
+                        pressed: true,
+                    });
                 }
-                out.push(KeyStroke::Scancode { code, pressed: true });
-                out.push(KeyStroke::Scancode { code, pressed: false });
+                out.push(KeyStroke::Scancode {
+                    code,
+                    pressed: true,
+                });
+                out.push(KeyStroke::Scancode {
+                    code,
+                    pressed: false,
+                });
                 if shift {
-                    out.push(KeyStroke::Scancode { code: SHIFT, pressed: false });
+                    out.push(KeyStroke::Scancode {
+                        code: SHIFT,
+                        pressed: false,
+                    });
                 }
             }
             None => {
                 let mut units = [0u16; 2];
                 for &unit in ch.encode_utf16(&mut units).iter() {
-                    out.push(KeyStroke::Unicode { unit, pressed: true });
-                    out.push(KeyStroke::Unicode { unit, pressed: false });
+                    out.push(KeyStroke::Unicode {
+                        unit,
+                        pressed: true,
+                    });
+                    out.push(KeyStroke::Unicode {
+                        unit,
+                        pressed: false,
+                    });
                 }
             }
         }
@@ -148,7 +166,8 @@ mod tests {
     #[test]
     fn every_printable_ascii_character_has_exactly_one_key() {
         for ch in (0x20u8..0x7F).map(char::from) {
-            let hits = KEYS.iter().filter(|k| k.1 == ch || k.2 == ch).count() + usize::from(ch == ' ');
+            let hits =
+                KEYS.iter().filter(|k| k.1 == ch || k.2 == ch).count() + usize::from(ch == ' ');
             assert_eq!(hits, 1, "{ch:?}");
             assert!(us_scancode(ch).is_some(), "{ch:?}");
         }
@@ -164,14 +183,38 @@ mod tests {
         assert_eq!(
             strokes_for("aB\n"),
             vec![
-                S { code: 0x1E, pressed: true },
-                S { code: 0x1E, pressed: false },
-                S { code: SHIFT, pressed: true },
-                S { code: 0x30, pressed: true },
-                S { code: 0x30, pressed: false },
-                S { code: SHIFT, pressed: false },
-                S { code: ENTER, pressed: true },
-                S { code: ENTER, pressed: false },
+                S {
+                    code: 0x1E,
+                    pressed: true
+                },
+                S {
+                    code: 0x1E,
+                    pressed: false
+                },
+                S {
+                    code: SHIFT,
+                    pressed: true
+                },
+                S {
+                    code: 0x30,
+                    pressed: true
+                },
+                S {
+                    code: 0x30,
+                    pressed: false
+                },
+                S {
+                    code: SHIFT,
+                    pressed: false
+                },
+                S {
+                    code: ENTER,
+                    pressed: true
+                },
+                S {
+                    code: ENTER,
+                    pressed: false
+                },
             ]
         );
     }
@@ -179,15 +222,39 @@ mod tests {
     #[test]
     fn characters_outside_the_layout_become_unicode_events_per_utf16_unit() {
         use KeyStroke::Unicode as U;
-        assert_eq!(strokes_for("é"), vec![U { unit: 0xE9, pressed: true }, U { unit: 0xE9, pressed: false }]);
+        assert_eq!(
+            strokes_for("é"),
+            vec![
+                U {
+                    unit: 0xE9,
+                    pressed: true
+                },
+                U {
+                    unit: 0xE9,
+                    pressed: false
+                }
+            ]
+        );
         // U+1F600 needs a surrogate pair.
         assert_eq!(
             strokes_for("\u{1F600}"),
             vec![
-                U { unit: 0xD83D, pressed: true },
-                U { unit: 0xD83D, pressed: false },
-                U { unit: 0xDE00, pressed: true },
-                U { unit: 0xDE00, pressed: false },
+                U {
+                    unit: 0xD83D,
+                    pressed: true
+                },
+                U {
+                    unit: 0xD83D,
+                    pressed: false
+                },
+                U {
+                    unit: 0xDE00,
+                    pressed: true
+                },
+                U {
+                    unit: 0xDE00,
+                    pressed: false
+                },
             ]
         );
     }

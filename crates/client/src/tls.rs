@@ -54,12 +54,13 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 pub fn connector() -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algorithms = provider.signature_verification_algorithms;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { algorithms }))
-        .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
+            .with_safe_default_protocol_versions()
+            .expect("the aws-lc-rs provider supports the default TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { algorithms }))
+            .with_no_client_auth();
     // Every connection must do a full handshake: CredSSP needs the server certificate, and a
     // resumed session does not present it.
     config.resumption = rustls::client::Resumption::disabled();
@@ -68,7 +69,16 @@ pub fn connector() -> tokio_rustls::TlsConnector {
 
 /// The subjectPublicKey bits of the server certificate: what CredSSP binds the credentials to.
 pub fn server_public_key(cert: &CertificateDer<'_>) -> io::Result<Vec<u8>> {
-    let cert = x509_cert::Certificate::from_der(cert.as_ref())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("server certificate: {e}")))?;
-    Ok(cert.tbs_certificate().subject_public_key_info().subject_public_key.raw_bytes().to_vec())
+    let cert = x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("server certificate: {e}"),
+        )
+    })?;
+    Ok(cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+        .to_vec())
 }

@@ -14,7 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The MS-RDPEPS RDP_PRECONNECTION_PDU_V1 that asks for session `id` (what `xfreerdp /pcid:ID`
 /// writes before the X.224 Connection Request).
 pub fn preconnection_pdu(id: u32) -> Vec<u8> {
-    let pcb = PreconnectionBlob { version: PcbVersion::V1, id, v2_payload: None };
+    let pcb = PreconnectionBlob {
+        version: PcbVersion::V1,
+        id,
+        v2_payload: None,
+    };
     ironrdp_core::encode_vec(&pcb).expect("a v1 pre-connection PDU always encodes")
 }
 
@@ -88,19 +92,34 @@ const BITMAP_COMPRESSION: u16 = 0x1;
 pub fn fastpath_codecs(frame: &[u8], remotefx_id: u8, out: &mut Vec<Codec>) {
     // TS_FP_UPDATE_PDU: fpOutputHeader, then a 1- or 2-byte length.
     let Some(&len1) = frame.get(1) else { return };
-    let mut rest = if len1 & 0x80 != 0 { frame.get(3..) } else { frame.get(2..) }.unwrap_or(&[]);
+    let mut rest = if len1 & 0x80 != 0 {
+        frame.get(3..)
+    } else {
+        frame.get(2..)
+    }
+    .unwrap_or(&[]);
     while let Some(&header) = rest.first() {
         let code = header & 0xF;
         let fragmentation = (header >> 4) & 0x3;
         let compressed = (header >> 6) & 0x2 != 0;
         let skip = if compressed { 2 } else { 1 };
-        let Some(size) = rest.get(skip..skip + 2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]]))) else {
+        let Some(size) = rest
+            .get(skip..skip + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        else {
             return;
         };
         let start = skip + 2;
-        let Some(data) = rest.get(start..start + size) else { return };
+        let Some(data) = rest.get(start..start + size) else {
+            return;
+        };
         rest = &rest[start + size..];
-        if compressed || !matches!(fragmentation, FASTPATH_FRAGMENT_SINGLE | FASTPATH_FRAGMENT_FIRST) {
+        if compressed
+            || !matches!(
+                fragmentation,
+                FASTPATH_FRAGMENT_SINGLE | FASTPATH_FRAGMENT_FIRST
+            )
+        {
             continue;
         }
         match code {
@@ -139,7 +158,9 @@ fn surface_command_codecs(mut data: &[u8], remotefx_id: u8, out: &mut Vec<Codec>
 fn bitmap_update_codecs(data: &[u8], out: &mut Vec<Codec>) {
     // updateType(2) + numberRectangles(2), then TS_BITMAP_DATA: destRect(8), width(2),
     // height(2), bitsPerPixel(2), flags(2), bitmapLength(2), bitmapDataStream.
-    let Some(count) = data.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]])) else { return };
+    let Some(count) = data.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
+        return;
+    };
     let mut rest = data.get(4..).unwrap_or(&[]);
     for _ in 0..count {
         let Some(hdr) = rest.get(..18) else { return };
@@ -170,7 +191,11 @@ impl<S> Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -180,7 +205,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -245,9 +274,18 @@ mod tests {
 
     #[test]
     fn finds_the_error_info_code_even_when_ironrdp_does_not_know_it() {
-        assert_eq!(set_error_info(&error_info_frame(1003, 0xC), Some(1003)), Some(0xC));
-        assert_eq!(set_error_info(&error_info_frame(1003, 0xDEAD), None), Some(0xDEAD));
-        assert_eq!(set_error_info(&error_info_frame(1004, 0xC), Some(1003)), None);
+        assert_eq!(
+            set_error_info(&error_info_frame(1003, 0xC), Some(1003)),
+            Some(0xC)
+        );
+        assert_eq!(
+            set_error_info(&error_info_frame(1003, 0xDEAD), None),
+            Some(0xDEAD)
+        );
+        assert_eq!(
+            set_error_info(&error_info_frame(1004, 0xC), Some(1003)),
+            None
+        );
         // Cross-check the hand-built frame with IronRDP's own decoder.
         let frame = error_info_frame(1003, 0x5);
         let ctx = ironrdp_pdu::mcs::decode_send_data_indication(&frame).unwrap();
@@ -277,7 +315,10 @@ mod tests {
             bitmap.extend_from_slice(&[0, 0]);
         }
         let mut body = Vec::new();
-        for (code, data) in [(FASTPATH_UPDATETYPE_SURFCMDS, &cmds), (FASTPATH_UPDATETYPE_BITMAP, &bitmap)] {
+        for (code, data) in [
+            (FASTPATH_UPDATETYPE_SURFCMDS, &cmds),
+            (FASTPATH_UPDATETYPE_BITMAP, &bitmap),
+        ] {
             body.push(code);
             body.extend_from_slice(&(data.len() as u16).to_le_bytes());
             body.extend_from_slice(data);
@@ -288,7 +329,10 @@ mod tests {
 
         let mut seen = Vec::new();
         fastpath_codecs(&frame, 3, &mut seen);
-        assert_eq!(seen, [Codec::RemoteFx, Codec::Planar, Codec::InterleavedRle]);
+        assert_eq!(
+            seen,
+            [Codec::RemoteFx, Codec::Planar, Codec::InterleavedRle]
+        );
         seen.clear();
         fastpath_codecs(&frame, 5, &mut seen);
         assert_eq!(seen[0], Codec::SurfaceOther(3));

@@ -9,7 +9,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 fn config(addr: SocketAddr) -> ClientConfig {
-    ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::new(addr, "tester", "pw") }
+    ClientConfig {
+        connect_timeout: Duration::from_secs(5),
+        ..ClientConfig::new(addr, "tester", "pw")
+    }
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
@@ -22,7 +25,10 @@ async fn listener() -> (TcpListener, SocketAddr) {
 async fn nothing_listening_is_an_io_error() {
     let (l, addr) = listener().await;
     drop(l);
-    let err = rdhost_client::connect(config(addr)).await.err().expect("must fail");
+    let err = rdhost_client::connect(config(addr))
+        .await
+        .err()
+        .expect("must fail");
     assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
 }
 
@@ -34,7 +40,10 @@ async fn a_silent_server_times_out() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
     });
-    let cfg = ClientConfig { connect_timeout: Duration::from_millis(300), ..config(addr) };
+    let cfg = ClientConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..config(addr)
+    };
     let started = std::time::Instant::now();
     let err = rdhost_client::connect(cfg).await.err().expect("must fail");
     assert!(matches!(err, ConnectError::Timeout), "{err:?}");
@@ -54,7 +63,11 @@ async fn the_preconnection_pdu_goes_first_when_a_session_is_requested() {
             s.read_exact(&mut first).await.unwrap();
             first
         });
-        let cfg = ClientConfig { session_id, connect_timeout: Duration::from_millis(500), ..config(addr) };
+        let cfg = ClientConfig {
+            session_id,
+            connect_timeout: Duration::from_millis(500),
+            ..config(addr)
+        };
         let _ = rdhost_client::connect(cfg).await;
         let first = server.await.unwrap();
         match session_id {
@@ -80,16 +93,22 @@ async fn a_negotiation_failure_is_reported_as_such() {
         // TPKT + X.224 Connection Confirm + RDP_NEG_FAILURE (type 3, flags 0, length 8,
         // failureCode 2 = SSL_NOT_ALLOWED_BY_SERVER).
         let confirm = [
-            0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0x00, 0x00, 0x12, 0x34, 0x00, 0x03, 0x00, 0x08, 0x00, 0x02, 0x00,
-            0x00, 0x00,
+            0x03, 0x00, 0x00, 0x13, 0x0E, 0xD0, 0x00, 0x00, 0x12, 0x34, 0x00, 0x03, 0x00, 0x08,
+            0x00, 0x02, 0x00, 0x00, 0x00,
         ];
         s.write_all(&confirm).await.unwrap();
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
     });
-    let cfg = ClientConfig { security: Security::Tls, ..config(addr) };
+    let cfg = ClientConfig {
+        security: Security::Tls,
+        ..config(addr)
+    };
     let err = rdhost_client::connect(cfg).await.err().expect("must fail");
-    assert!(matches!(err, ConnectError::SecurityNegotiation(_)), "{err:?}");
+    assert!(
+        matches!(err, ConnectError::SecurityNegotiation(_)),
+        "{err:?}"
+    );
     server.abort();
 }
 
@@ -100,7 +119,10 @@ async fn a_server_that_hangs_up_before_tls_is_an_io_error() {
         let (s, _) = l.accept().await.unwrap();
         drop(s);
     });
-    let err = rdhost_client::connect(config(addr)).await.err().expect("must fail");
+    let err = rdhost_client::connect(config(addr))
+        .await
+        .err()
+        .expect("must fail");
     assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
     server.await.unwrap();
 }

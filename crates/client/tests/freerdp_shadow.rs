@@ -24,16 +24,25 @@ impl Drop for Killed {
 
 fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// All tools present, or `None` after saying which is missing (a failure under CI).
 fn tools(names: &[&str]) -> Option<()> {
-    let missing: Vec<&str> = names.iter().copied().filter(|n| tool(n).is_none()).collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| tool(n).is_none())
+        .collect();
     if missing.is_empty() {
         return Some(());
     }
-    let msg = format!("missing tools: {} (Debian: xvfb freerdp2-shadow-x11 x11-xserver-utils xdotool xterm)", missing.join(", "));
+    let msg = format!(
+        "missing tools: {} (Debian: xvfb freerdp2-shadow-x11 x11-xserver-utils xdotool xterm)",
+        missing.join(", ")
+    );
     if std::env::var_os("CI").is_some() {
         panic!("{msg}");
     }
@@ -50,7 +59,11 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn run(display: &str, cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).env("DISPLAY", display).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
 /// An Xvfb on a free display number.
@@ -65,7 +78,9 @@ impl Xvfb {
         // a race we just try the next.
         let base = 200 + (std::process::id() % 500);
         for n in base..base + 50 {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            {
                 continue;
             }
             let display = format!(":{n}");
@@ -82,8 +97,14 @@ impl Xvfb {
                 if proc.0.try_wait().expect("poll Xvfb").is_some() {
                     break;
                 }
-                if run(&display, "xsetroot", &["-solid", "black"]).status.success() {
-                    return Xvfb { display, _proc: proc };
+                if run(&display, "xsetroot", &["-solid", "black"])
+                    .status
+                    .success()
+                {
+                    return Xvfb {
+                        display,
+                        _proc: proc,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -93,12 +114,20 @@ impl Xvfb {
 
     fn set_background(&self, colour: &str) {
         let out = run(&self.display, "xsetroot", &["-solid", colour]);
-        assert!(out.status.success(), "xsetroot: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "xsetroot: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// freerdp-shadow-cli mirroring `x`, TLS security, no authentication, loopback only.
@@ -115,7 +144,12 @@ impl Shadow {
             let port = free_port();
             let mut proc = Killed(
                 Command::new("freerdp-shadow-cli")
-                    .args([&format!("/port:{port}"), "/bind-address:127.0.0.1", "-auth", "/sec:tls"])
+                    .args([
+                        &format!("/port:{port}"),
+                        "/bind-address:127.0.0.1",
+                        "-auth",
+                        "/sec:tls",
+                    ])
                     .env("DISPLAY", &x.display)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -162,7 +196,11 @@ fn close_to(px: [u8; 3], want: [u8; 3]) -> bool {
 }
 
 fn fraction_close_to(client: &Client, want: [u8; 3]) -> f64 {
-    let px = client.rgba().chunks_exact(4).filter(|p| close_to([p[0], p[1], p[2]], want)).count();
+    let px = client
+        .rgba()
+        .chunks_exact(4)
+        .filter(|p| close_to([p[0], p[1], p[2]], want))
+        .count();
     px as f64 / (client.rgba().len() / 4) as f64
 }
 
@@ -201,7 +239,9 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
     let x = Xvfb::start();
     let shadow = Shadow::start(&x);
 
-    let mut client = rdhost_client::connect(config(shadow.addr)).await.expect("connect");
+    let mut client = rdhost_client::connect(config(shadow.addr))
+        .await
+        .expect("connect");
     // The shadow server shows the X screen at its own size, whatever we asked for.
     assert_eq!((client.width(), client.height()), (1024, 768));
     // The X11 shadow only sends what X reports as damaged (its first frame is an empty
@@ -210,24 +250,48 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
     x.set_background("#ff0000");
 
     let red = client
-        .pump_until(Duration::from_secs(15), |c| fraction_close_to(c, RED) > 0.99)
+        .pump_until(Duration::from_secs(15), |c| {
+            fraction_close_to(c, RED) > 0.99
+        })
         .await
         .expect("pump");
-    assert!(red, "screen never turned red; got {:?} at the centre", client.pixel(512, 384));
+    assert!(
+        red,
+        "screen never turned red; got {:?} at the centre",
+        client.pixel(512, 384)
+    );
     assert!(client.frames_received() > 0);
-    assert!(client.bytes_received() > 10_000, "a whole screen arrived in {} bytes?", client.bytes_received());
+    assert!(
+        client.bytes_received() > 10_000,
+        "a whole screen arrived in {} bytes?",
+        client.bytes_received()
+    );
     let codecs = client.codecs_seen();
     eprintln!("codecs from freerdp-shadow: {codecs:?}");
-    assert!(!codecs.is_empty(), "graphics arrived but no codec was recognised");
     assert!(
-        codecs.iter().all(|(c, _)| !matches!(c, Codec::SurfaceOther(_))),
+        !codecs.is_empty(),
+        "graphics arrived but no codec was recognised"
+    );
+    assert!(
+        codecs
+            .iter()
+            .all(|(c, _)| !matches!(c, Codec::SurfaceOther(_))),
         "server used a codec we did not advertise: {codecs:?}"
     );
 
     // A change on the X side reaches the framebuffer.
     x.set_background("#0000ff");
-    let blue = client.pump_until(Duration::from_secs(15), |c| fraction_close_to(c, BLUE) > 0.99).await.unwrap();
-    assert!(blue, "screen never turned blue; centre is {:?}", client.pixel(512, 384));
+    let blue = client
+        .pump_until(Duration::from_secs(15), |c| {
+            fraction_close_to(c, BLUE) > 0.99
+        })
+        .await
+        .unwrap();
+    assert!(
+        blue,
+        "screen never turned blue; centre is {:?}",
+        client.pixel(512, 384)
+    );
 
     // Input reaches the X server: the pointer moves where we put it.
     client.mouse_move(321, 123).await.expect("mouse move");
@@ -239,7 +303,9 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
     let mut location = String::new();
     let moved = client
         .pump_until(Duration::from_secs(5), |_| {
-            location = String::from_utf8_lossy(&run(&x.display, "xdotool", &["getmouselocation"]).stdout).into_owned();
+            location =
+                String::from_utf8_lossy(&run(&x.display, "xdotool", &["getmouselocation"]).stdout)
+                    .into_owned();
             location.starts_with("x:321 y:123 ")
         })
         .await
@@ -252,7 +318,10 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
     let (w, h, colour, data) = read_png(&png_path);
     assert_eq!((w, h, colour), (1024, 768, png::ColorType::Rgb));
     let centre = ((384 * 1024 + 512) * 3) as usize;
-    assert!(close_to([data[centre], data[centre + 1], data[centre + 2]], BLUE));
+    assert!(close_to(
+        [data[centre], data[centre + 1], data[centre + 2]],
+        BLUE
+    ));
 
     assert!(!client.closed());
     client.disconnect().await.expect("disconnect");
@@ -271,21 +340,36 @@ async fn typed_text_arrives_as_the_same_characters() {
     // that copies its input to a file receives whatever we type.
     let _xterm = Killed(
         Command::new("xterm")
-            .args(["-geometry", "200x80+0+0", "-e", "sh", "-c", &format!("cat > {}", typed.display())])
+            .args([
+                "-geometry",
+                "200x80+0+0",
+                "-e",
+                "sh",
+                "-c",
+                &format!("cat > {}", typed.display()),
+            ])
             .env("DISPLAY", &x.display)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start xterm"),
     );
-    wait_for("xterm to start cat", Duration::from_secs(10), || typed.exists());
+    wait_for("xterm to start cat", Duration::from_secs(10), || {
+        typed.exists()
+    });
     let shadow = Shadow::start(&x);
 
-    let mut client = rdhost_client::connect(config(shadow.addr)).await.expect("connect");
-    client.pump_until_idle(Duration::from_millis(300), Duration::from_secs(10)).await.unwrap();
+    let mut client = rdhost_client::connect(config(shadow.addr))
+        .await
+        .expect("connect");
+    client
+        .pump_until_idle(Duration::from_millis(300), Duration::from_secs(10))
+        .await
+        .unwrap();
     client.mouse_move(400, 300).await.unwrap();
     // Every shifted and unshifted US key, so a wrong entry in the table shows up here.
-    let text = "Hello, RDP! `1234567890-=[]\\;',./ ~!@#$%^&*()_+{}|:\"<>? qwertyuiopasdfghjklzxcvbnm\n";
+    let text =
+        "Hello, RDP! `1234567890-=[]\\;',./ ~!@#$%^&*()_+{}|:\"<>? qwertyuiopasdfghjklzxcvbnm\n";
     client.type_text(text).await.unwrap();
     let mut got = String::new();
     let arrived = client
@@ -311,37 +395,72 @@ async fn rdhost_shot_saves_a_png_and_fails_loudly() {
     // The shadow's picture of the screen is only current once X has reported damage while a
     // client was watching; this client makes sure of that, and stays on while the tool
     // connects as a second client.
-    let mut watcher = rdhost_client::connect(config(shadow.addr)).await.expect("connect");
+    let mut watcher = rdhost_client::connect(config(shadow.addr))
+        .await
+        .expect("connect");
     watcher.pump_for(Duration::from_millis(500)).await.unwrap();
     x.set_background("#00ff00");
-    let green = watcher.pump_until(Duration::from_secs(15), |c| fraction_close_to(c, [0, 255, 0]) > 0.99).await;
+    let green = watcher
+        .pump_until(Duration::from_secs(15), |c| {
+            fraction_close_to(c, [0, 255, 0]) > 0.99
+        })
+        .await;
     assert!(green.unwrap(), "the watcher never saw green");
 
     let dir = scratch_dir("rdhost-shot");
     let out = dir.join("shot.png");
     let shot = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdhost-shot"))
-        .args([&shadow.addr.to_string(), "tester", out.to_str().unwrap(), "--sec", "tls", "--timeout", "20"])
+        .args([
+            &shadow.addr.to_string(),
+            "tester",
+            out.to_str().unwrap(),
+            "--sec",
+            "tls",
+            "--timeout",
+            "20",
+        ])
         .env("RDHOST_PASSWORD", "any-password")
         .output();
     // Keep serving the watcher's connection while the tool runs.
     let (ok, _) = tokio::join!(shot, watcher.pump_for(Duration::from_secs(3)));
     let ok = ok.unwrap();
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success(), "rdhost-shot failed: {stdout} {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "rdhost-shot failed: {stdout} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(stdout.contains("saved"), "{stdout}");
     let (w, h, _, data) = read_png(&out);
     assert_eq!((w, h), (1024, 768));
-    let green = data.chunks_exact(3).filter(|p| close_to([p[0], p[1], p[2]], [0, 255, 0])).count();
-    assert!(green as f64 > 0.99 * f64::from(w * h), "the PNG is not the green screen");
+    let green = data
+        .chunks_exact(3)
+        .filter(|p| close_to([p[0], p[1], p[2]], [0, 255, 0]))
+        .count();
+    assert!(
+        green as f64 > 0.99 * f64::from(w * h),
+        "the PNG is not the green screen"
+    );
 
     // Nothing listens on this port: a connect failure, non-zero, and no file.
     let missing = dir.join("never.png");
     let failed = Command::new(env!("CARGO_BIN_EXE_rdhost-shot"))
-        .args([&format!("127.0.0.1:{}", free_port()), "tester", missing.to_str().unwrap(), "--timeout", "5"])
+        .args([
+            &format!("127.0.0.1:{}", free_port()),
+            "tester",
+            missing.to_str().unwrap(),
+            "--timeout",
+            "5",
+        ])
         .env("RDHOST_PASSWORD", "x")
         .output()
         .unwrap();
-    assert_eq!(failed.status.code(), Some(3), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
     assert!(!missing.exists());
     watcher.disconnect().await.unwrap();
     cleanup(dir);

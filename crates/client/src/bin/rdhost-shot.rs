@@ -38,12 +38,19 @@ struct Args {
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut positional = Vec::new();
-    let mut config = ClientConfig { security: Security::Negotiate, ..ClientConfig::default() };
+    let mut config = ClientConfig {
+        security: Security::Negotiate,
+        ..ClientConfig::default()
+    };
     let mut quiet = Duration::from_millis(500);
     let mut timeout = Duration::from_secs(30);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match arg.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--sec" => {
@@ -55,7 +62,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 }
             }
             "--domain" => config.domain = Some(value("--domain")?),
-            "--pcid" => config.session_id = Some(value("--pcid")?.parse().map_err(|e| format!("--pcid: {e}"))?),
+            "--pcid" => {
+                config.session_id = Some(
+                    value("--pcid")?
+                        .parse()
+                        .map_err(|e| format!("--pcid: {e}"))?,
+                )
+            }
             "--size" => {
                 let v = value("--size")?;
                 let (w, h) = v.split_once('x').ok_or("--size wants WxH")?;
@@ -63,10 +76,18 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 config.height = h.parse().map_err(|e| format!("--size: {e}"))?;
             }
             "--quiet-ms" => {
-                quiet = Duration::from_millis(value("--quiet-ms")?.parse().map_err(|e| format!("--quiet-ms: {e}"))?)
+                quiet = Duration::from_millis(
+                    value("--quiet-ms")?
+                        .parse()
+                        .map_err(|e| format!("--quiet-ms: {e}"))?,
+                )
             }
             "--timeout" => {
-                timeout = Duration::from_secs(value("--timeout")?.parse().map_err(|e| format!("--timeout: {e}"))?)
+                timeout = Duration::from_secs(
+                    value("--timeout")?
+                        .parse()
+                        .map_err(|e| format!("--timeout: {e}"))?,
+                )
             }
             other if other.starts_with("--") => return Err(format!("unknown option {other}")),
             _ => positional.push(arg.clone()),
@@ -78,7 +99,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
     config.addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     config.username = user.clone();
     config.connect_timeout = timeout;
-    Ok(Args { config, out: PathBuf::from(out), quiet, timeout })
+    Ok(Args {
+        config,
+        out: PathBuf::from(out),
+        quiet,
+        timeout,
+    })
 }
 
 fn password() -> Result<String, String> {
@@ -90,7 +116,10 @@ fn password() -> Result<String, String> {
         eprint!("password: ");
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
@@ -156,13 +185,20 @@ async fn main() -> ExitCode {
         return ExitCode::from(6);
     }
     if !settled {
-        eprintln!("rdhost-shot: the screen never kept still for {:?}; saving the latest picture", args.quiet);
+        eprintln!(
+            "rdhost-shot: the screen never kept still for {:?}; saving the latest picture",
+            args.quiet
+        );
     }
     if let Err(e) = client.save_png(&args.out) {
         eprintln!("rdhost-shot: {}: {e}", args.out.display());
         return ExitCode::from(7);
     }
-    let codecs: Vec<String> = client.codecs_seen().iter().map(|(c, n)| format!("{c:?}x{n}")).collect();
+    let codecs: Vec<String> = client
+        .codecs_seen()
+        .iter()
+        .map(|(c, n)| format!("{c:?}x{n}"))
+        .collect();
     println!(
         "saved {} ({}x{}, {} updates, {} bytes, session {}, codecs [{}])",
         args.out.display(),
@@ -170,7 +206,9 @@ async fn main() -> ExitCode {
         client.height(),
         client.frames_received(),
         client.bytes_received(),
-        client.server_session_id().map_or("?".to_owned(), |id| id.to_string()),
+        client
+            .server_session_id()
+            .map_or("?".to_owned(), |id| id.to_string()),
         codecs.join(", ")
     );
     if let Err(e) = client.disconnect().await {

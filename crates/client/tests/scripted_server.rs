@@ -1,0 +1,597 @@
+//! The client against a scripted in-process server built on IronRDP's acceptor: the cases a
+//! stock server will not produce on demand (refusing credentials with an error info, ending a
+//! session with ERRINFO_LOGOFF_BY_USER, an error code IronRDP does not know, Logon Info with a
+//! session id), plus exactly which input events went over the wire.
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironrdp_acceptor::{Acceptor, BeginResult, ConnectionSetupHandler, ReceivedCredentials};
+use ironrdp_connector::{ConnectorResult, DesktopSize, custom_err};
+use ironrdp_core::{decode, encode_vec};
+use ironrdp_pdu::Action;
+use ironrdp_pdu::fast_path::{
+    EncryptionFlags, FastPathHeader, FastPathUpdatePdu, Fragmentation, UpdateCode,
+};
+use ironrdp_pdu::geometry::ExclusiveRectangle;
+use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent, KeyboardFlags};
+use ironrdp_pdu::mcs::{
+    DisconnectProviderUltimatum, DisconnectReason, McsMessage, SendDataIndication,
+};
+use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::rdp::capability_sets::{
+    self, CapabilitySet, CmdFlags, GeneralExtraFlags, InputFlags,
+};
+use ironrdp_pdu::rdp::client_info::CompressionType;
+use ironrdp_pdu::rdp::headers::{
+    CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu,
+    StreamPriority,
+};
+use ironrdp_pdu::rdp::session_info::{
+    InfoData, InfoType, LogonInfo, LogonInfoVersion2, SaveSessionInfoPdu,
+};
+use ironrdp_pdu::surface_commands::{ExtendedBitmapDataPdu, SurfaceBitsPdu, SurfaceCommand};
+use ironrdp_pdu::x224::X224;
+use ironrdp_tokio::{FramedWrite as _, TokioFramed};
+use rdhost_client::{Client, ClientConfig, Codec, ConnectError, Security, SessionError};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+// A throwaway self-signed P-256 certificate for this test server only.
+const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBkTCCATegAwIBAgIULmT3sfBr15Uzh4iDh9BYp0cGKIQwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwScmRob3N0LWNsaWVudC10ZXN0MCAXDTI2MTEyMjAwMzI1NloY
+DzIxMjYxMDI5MDAzMjU2WjAdMRswGQYDVQQDDBJyZGhvc3QtY2xpZW50LXRlc3Qw
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASHvExTsqqTcEffT4SITWqNlGuJjzvK
+iy32zyIOpQRlw3jcTlvNMOx7+EN4wblzsUKkhI/xCAEI4nDGJJ/ovPPHo1MwUTAd
+BgNVHQ4EFgQUdIiHF7Kscco00yLebtuYdo0XVcgwHwYDVR0jBBgwFoAUdIiHF7Ks
+cco00yLebtuYdo0XVcgwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
+AiB6RZvBB8VqVF504hC/Nftq7Apvs/lz7WF1+rFHCu6zYAIhAIEqyyMum+EpXu/8
+OeRu6ASXhR2+LVSkC17vsJaxHJ1k
+-----END CERTIFICATE-----";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfMJc9xhc0sLYyiE9
+ueb+cKiCHBpUHxgSUpztd57dSyChRANCAASHvExTsqqTcEffT4SITWqNlGuJjzvK
+iy32zyIOpQRlw3jcTlvNMOx7+EN4wblzsUKkhI/xCAEI4nDGJJ/ovPPH
+-----END PRIVATE KEY-----";
+
+const PASSWORD: &str = "right";
+const WIDTH: u16 = 640;
+const HEIGHT: u16 = 480;
+/// The colour the server paints on connect.
+const TEAL: [u8; 3] = [0x00, 0x80, 0x80];
+
+/// What the server saw, reported to the test.
+#[derive(Debug)]
+enum Seen {
+    PreconnectionId(Option<u32>),
+    Input(Vec<FastPathInputEvent>),
+    ShutdownRequest,
+    ClientUltimatum,
+}
+
+struct Server {
+    addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    /// Send an error info code to end the session with it.
+    end: mpsc::UnboundedSender<u32>,
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn capabilities() -> Vec<CapabilitySet> {
+    vec![
+        CapabilitySet::General(capability_sets::General {
+            extra_flags: GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED,
+            ..Default::default()
+        }),
+        CapabilitySet::Bitmap(capability_sets::Bitmap {
+            pref_bits_per_pix: 32,
+            desktop_width: WIDTH,
+            desktop_height: HEIGHT,
+            desktop_resize_flag: true,
+            drawing_flags: capability_sets::BitmapDrawingFlags::empty(),
+        }),
+        CapabilitySet::Order(capability_sets::Order::new(
+            capability_sets::OrderFlags::empty(),
+            capability_sets::OrderSupportExFlags::empty(),
+            0,
+            0,
+        )),
+        CapabilitySet::SurfaceCommands(capability_sets::SurfaceCommands {
+            flags: CmdFlags::SET_SURFACE_BITS | CmdFlags::FRAME_MARKER,
+        }),
+        CapabilitySet::Pointer(capability_sets::Pointer {
+            color_pointer_cache_size: 32,
+            pointer_cache_size: 32,
+        }),
+        CapabilitySet::Input(capability_sets::Input {
+            input_flags: InputFlags::SCANCODES
+                | InputFlags::MOUSEX
+                | InputFlags::FASTPATH_INPUT
+                | InputFlags::UNICODE
+                | InputFlags::FASTPATH_INPUT_2,
+            keyboard_layout: 0,
+            keyboard_type: None,
+            keyboard_subtype: 0,
+            keyboard_function_key: 12,
+            keyboard_ime_filename: String::new(),
+        }),
+        CapabilitySet::VirtualChannel(capability_sets::VirtualChannel {
+            flags: capability_sets::VirtualChannelFlags::NO_COMPRESSION,
+            chunk_size: None,
+        }),
+        CapabilitySet::MultiFragmentUpdate(capability_sets::MultifragmentUpdate {
+            max_request_size: 8 * 1024 * 1024,
+        }),
+    ]
+}
+
+/// Accepts the right password only, the way a host's credential check would.
+struct CheckPassword;
+
+#[async_trait::async_trait(?Send)]
+impl ConnectionSetupHandler for CheckPassword {
+    async fn handle_credentials(
+        &mut self,
+        credentials: Option<ReceivedCredentials>,
+    ) -> ConnectorResult<()> {
+        match credentials {
+            Some(c) if c.credentials.password == PASSWORD => Ok(()),
+            _ => Err(custom_err!(
+                "credentials",
+                std::io::Error::other("wrong password")
+            )),
+        }
+    }
+}
+
+/// A Share Data PDU from the server on the I/O channel.
+fn share_data(user_channel: u16, io_channel: u16, pdu: ShareDataPdu) -> Vec<u8> {
+    let header = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: pdu,
+            stream_priority: StreamPriority::Undefined,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+        pdu_source: user_channel,
+        share_id: 0,
+    };
+    send_data_indication(user_channel, io_channel, encode_vec(&header).unwrap())
+}
+
+fn send_data_indication(user_channel: u16, channel: u16, user_data: Vec<u8>) -> Vec<u8> {
+    let pdu = SendDataIndication {
+        initiator_id: user_channel,
+        channel_id: channel,
+        user_data: Cow::Owned(user_data),
+    };
+    encode_vec(&X224(pdu)).unwrap()
+}
+
+/// Set Error Info built by hand, so that codes IronRDP's enum lacks can be sent too.
+fn set_error_info(user_channel: u16, io_channel: u16, code: u32) -> Vec<u8> {
+    let mut pdu = Vec::new();
+    pdu.extend_from_slice(&22u16.to_le_bytes()); // totalLength
+    pdu.extend_from_slice(&0x17u16.to_le_bytes()); // PDUTYPE_DATAPDU, version 1
+    pdu.extend_from_slice(&user_channel.to_le_bytes());
+    pdu.extend_from_slice(&0u32.to_le_bytes()); // shareId
+    pdu.extend_from_slice(&[0, 1]); // pad, streamId
+    pdu.extend_from_slice(&8u16.to_le_bytes()); // uncompressedLength
+    pdu.extend_from_slice(&[0x2F, 0]); // PDUTYPE2_SET_ERROR_INFO_PDU, no compression
+    pdu.extend_from_slice(&0u16.to_le_bytes());
+    pdu.extend_from_slice(&code.to_le_bytes());
+    send_data_indication(user_channel, io_channel, pdu)
+}
+
+/// A full-screen uncompressed surface-bits update in one colour.
+fn paint(rgb: [u8; 3]) -> Vec<u8> {
+    let pixels: Vec<u8> = std::iter::repeat_n(
+        [rgb[2], rgb[1], rgb[0], 0xFF],
+        usize::from(WIDTH) * usize::from(HEIGHT),
+    )
+    .flatten()
+    .collect();
+    let mut out = Vec::new();
+    // One surface command per band of rows keeps each fast-path PDU under its 32 KiB limit.
+    let rows = 8u16;
+    for top in (0..HEIGHT).step_by(usize::from(rows)) {
+        let band = &pixels[usize::from(top) * usize::from(WIDTH) * 4..]
+            [..usize::from(rows) * usize::from(WIDTH) * 4];
+        let cmd = SurfaceCommand::SetSurfaceBits(SurfaceBitsPdu {
+            destination: ExclusiveRectangle {
+                left: 0,
+                top,
+                right: WIDTH,
+                bottom: top + rows,
+            },
+            extended_bitmap_data: ExtendedBitmapDataPdu {
+                bpp: 32,
+                codec_id: 0,
+                width: WIDTH,
+                height: rows,
+                header: None,
+                data: band,
+            },
+        });
+        let data = encode_vec(&cmd).unwrap();
+        let update = FastPathUpdatePdu {
+            fragmentation: Fragmentation::Single,
+            update_code: UpdateCode::SurfaceCommands,
+            compression_flags: None,
+            compression_type: None,
+            data: &data,
+        };
+        let update = encode_vec(&update).unwrap();
+        let mut pdu =
+            encode_vec(&FastPathHeader::new(EncryptionFlags::empty(), update.len())).unwrap();
+        pdu.extend_from_slice(&update);
+        out.extend_from_slice(&pdu);
+    }
+    out
+}
+
+async fn read_preconnection_pdu(stream: &mut TcpStream) -> Option<u32> {
+    let mut first = [0u8; 1];
+    stream.peek(&mut first).await.unwrap();
+    if first[0] == 0x03 {
+        return None;
+    }
+    let mut pcb = [0u8; 16];
+    stream.read_exact(&mut pcb).await.unwrap();
+    let pcb: ironrdp_pdu::pcb::PreconnectionBlob = decode(&pcb).unwrap();
+    Some(pcb.id)
+}
+
+impl Server {
+    /// Serves one connection: refuse a wrong password; otherwise paint the screen, send Logon
+    /// Info for `session_id`, report input, and end the session when told.
+    async fn start(session_id: u32) -> Server {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let (end, mut end_rx) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ = seen_tx.send(Seen::PreconnectionId(
+                read_preconnection_pdu(&mut tcp).await,
+            ));
+            let mut acceptor = Acceptor::new(
+                SecurityProtocol::SSL,
+                DesktopSize {
+                    width: WIDTH,
+                    height: HEIGHT,
+                },
+                capabilities(),
+                None,
+            );
+            let BeginResult::ShouldUpgrade(tcp) =
+                ironrdp_acceptor::accept_begin(TokioFramed::new(tcp), &mut acceptor)
+                    .await
+                    .unwrap()
+            else {
+                panic!("client did not ask for TLS");
+            };
+            let tls = tls_acceptor().accept(tcp).await.unwrap();
+            acceptor.mark_security_upgrade_as_done();
+            // A refused client ends here: the acceptor has sent access denied (error info 0x9).
+            let Ok((mut framed, result)) = ironrdp_acceptor::accept_finalize_with(
+                TokioFramed::new(tls),
+                &mut acceptor,
+                &mut CheckPassword,
+            )
+            .await
+            else {
+                return;
+            };
+            let (user, io) = (result.user_channel_id, result.io_channel_id);
+            framed.write_all(&paint(TEAL)).await.unwrap();
+            let logon = SaveSessionInfoPdu {
+                info_type: InfoType::LogonLong,
+                info_data: InfoData::LogonInfoV2(LogonInfoVersion2 {
+                    logon_info: LogonInfo {
+                        session_id,
+                        user_name: "tester".into(),
+                        domain_name: String::new(),
+                    },
+                }),
+            };
+            framed
+                .write_all(&share_data(user, io, ShareDataPdu::SaveSessionInfo(logon)))
+                .await
+                .unwrap();
+            loop {
+                tokio::select! {
+                    code = end_rx.recv() => {
+                        let Some(code) = code else { return };
+                        framed.write_all(&set_error_info(user, io, code)).await.unwrap();
+                        let bye = McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum::from_reason(
+                            DisconnectReason::ProviderInitiated,
+                        ));
+                        framed.write_all(&encode_vec(&X224(bye)).unwrap()).await.unwrap();
+                        return;
+                    }
+                    pdu = framed.read_pdu() => {
+                        let Ok((action, frame)) = pdu else { return };
+                        match action {
+                            Action::FastPath => {
+                                let input: FastPathInput = decode(&frame).unwrap();
+                                let _ = seen_tx.send(Seen::Input(input.input_events().to_vec()));
+                            }
+                            Action::X224 => {
+                                if let Ok(X224(McsMessage::DisconnectProviderUltimatum(_))) = decode::<X224<McsMessage<'_>>>(&frame) {
+                                    let _ = seen_tx.send(Seen::ClientUltimatum);
+                                    return;
+                                }
+                                let Ok(X224(McsMessage::SendDataRequest(req))) = decode::<X224<McsMessage<'_>>>(&frame) else { continue };
+                                let Ok(ctx) = ironrdp_pdu::rdp::headers::decode_share_data(ironrdp_pdu::mcs::SendDataIndicationCtx {
+                                    initiator_id: req.initiator_id,
+                                    channel_id: req.channel_id,
+                                    user_data: &req.user_data,
+                                }) else { continue };
+                                if let ShareDataPdu::ShutdownRequest = ctx.pdu {
+                                    let _ = seen_tx.send(Seen::ShutdownRequest);
+                                    framed.write_all(&share_data(user, io, ShareDataPdu::ShutdownDenied)).await.unwrap();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Server { addr, seen, end }
+    }
+
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
+            .await
+            .expect("server saw nothing")
+            .unwrap()
+    }
+
+    /// Collects input events until `n` have arrived.
+    async fn input(&mut self, n: usize) -> Vec<FastPathInputEvent> {
+        let mut events = Vec::new();
+        while events.len() < n {
+            match self.next().await {
+                Seen::Input(more) => events.extend(more),
+                other => panic!("expected input, server saw {other:?}"),
+            }
+        }
+        events
+    }
+}
+
+fn config(addr: SocketAddr, password: &str) -> ClientConfig {
+    ClientConfig {
+        security: Security::Tls,
+        connect_timeout: Duration::from_secs(10),
+        ..ClientConfig::new(addr, "tester", password)
+    }
+}
+
+async fn connected(server: &mut Server, session_id: Option<u32>) -> Client {
+    let mut client = rdhost_client::connect(ClientConfig {
+        session_id,
+        ..config(server.addr, PASSWORD)
+    })
+    .await
+    .expect("connect");
+    assert!(matches!(server.next().await, Seen::PreconnectionId(id) if id == session_id));
+    let painted = client
+        .pump_until(Duration::from_secs(10), |c| {
+            c.pixel(0, 0) == Some(TEAL)
+                && c.pixel(WIDTH - 1, HEIGHT - 1) == Some(TEAL)
+                && c.server_session_id().is_some()
+        })
+        .await
+        .unwrap();
+    assert!(
+        painted,
+        "never got the painted screen and Logon Info; corner is {:?}",
+        client.pixel(0, 0)
+    );
+    client
+}
+
+fn local() -> tokio::task::LocalSet {
+    tokio::task::LocalSet::new()
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_authentication_failure() {
+    local()
+        .run_until(async {
+            let server = Server::start(1).await;
+            let err = rdhost_client::connect(config(server.addr, "wrong"))
+                .await
+                .err()
+                .expect("must be refused");
+            match err {
+                ConnectError::AuthenticationFailed { detail } => {
+                    assert!(
+                        detail.unwrap_or_default().contains("0x9"),
+                        "the access-denied error info is reported"
+                    )
+                }
+                other => panic!("expected AuthenticationFailed, got {other:?}"),
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn decodes_updates_reports_session_id_and_the_logoff_code() {
+    local()
+        .run_until(async {
+            let mut server = Server::start(77).await;
+            let mut client = connected(&mut server, Some(77)).await;
+            assert_eq!(client.server_session_id(), Some(77));
+            assert_eq!((client.width(), client.height()), (WIDTH, HEIGHT));
+            assert_eq!(
+                client.codecs_seen(),
+                vec![(Codec::SurfaceUncompressed, u64::from(HEIGHT / 8))]
+            );
+            assert!(client.frames_received() >= 1);
+            assert!(!client.closed());
+
+            server
+                .end
+                .send(rdhost_client::errinfo::LOGOFF_BY_USER)
+                .unwrap();
+            let err = client
+                .pump_for(Duration::from_secs(10))
+                .await
+                .expect_err("the server ended the session");
+            assert!(err.is_closed(), "{err:?}");
+            assert_eq!(err.closed_with(), Some(0xC));
+            assert!(client.closed());
+            assert_eq!(client.error_info(), Some(0xC));
+            // Every later call says the same thing instead of touching the dead socket.
+            assert!(matches!(
+                client.key(0x1E, false, true).await,
+                Err(SessionError::Closed {
+                    error_info: Some(0xC)
+                })
+            ));
+            // Disconnecting a closed client is not an error.
+            client.disconnect().await.unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn codes_ironrdp_does_not_know_are_still_reported() {
+    local()
+        .run_until(async {
+            let mut server = Server::start(3).await;
+            let mut client = connected(&mut server, None).await;
+            server.end.send(0x0000_BEEF).unwrap();
+            let err = client
+                .pump_until(Duration::from_secs(10), |_| false)
+                .await
+                .expect_err("closed");
+            assert_eq!(err.closed_with(), Some(0xBEEF));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn input_goes_over_the_wire_as_scancodes_unicode_and_pointer_events() {
+    use rdhost_client::Button;
+    local()
+        .run_until(async {
+            let mut server = Server::start(5).await;
+            let mut client = connected(&mut server, None).await;
+
+            client.type_text("aB\n").await.unwrap();
+            let keys: Vec<(u8, bool)> = server
+                .input(8)
+                .await
+                .into_iter()
+                .map(|e| match e {
+                    FastPathInputEvent::KeyboardEvent(flags, code) => {
+                        (code, !flags.contains(KeyboardFlags::RELEASE))
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    (0x1E, true),
+                    (0x1E, false),
+                    (0x2A, true),
+                    (0x30, true),
+                    (0x30, false),
+                    (0x2A, false),
+                    (0x1C, true),
+                    (0x1C, false)
+                ]
+            );
+
+            client.key(0x4B, true, true).await.unwrap();
+            match server.input(1).await[..] {
+                [FastPathInputEvent::KeyboardEvent(flags, 0x4B)] => {
+                    assert_eq!(flags, KeyboardFlags::EXTENDED)
+                }
+                ref other => panic!("{other:?}"),
+            }
+
+            client.unicode('é').await.unwrap();
+            match server.input(2).await[..] {
+                [
+                    FastPathInputEvent::UnicodeKeyboardEvent(down, 0xE9),
+                    FastPathInputEvent::UnicodeKeyboardEvent(up, 0xE9),
+                ] => {
+                    assert!(down.is_empty());
+                    assert_eq!(up, KeyboardFlags::RELEASE);
+                }
+                ref other => panic!("{other:?}"),
+            }
+
+            client.mouse_move(100, 200).await.unwrap();
+            client.button(Button::Right, true).await.unwrap();
+            client.button(Button::X1, false).await.unwrap();
+            client.wheel(-120, false).await.unwrap();
+            let pointer = server.input(4).await;
+            use ironrdp_pdu::input::mouse::PointerFlags;
+            use ironrdp_pdu::input::mouse_x::PointerXFlags;
+            match &pointer[..] {
+                [
+                    FastPathInputEvent::MouseEvent(mv),
+                    FastPathInputEvent::MouseEvent(right),
+                    FastPathInputEvent::MouseEventEx(x1),
+                    FastPathInputEvent::MouseEvent(wheel),
+                ] => {
+                    assert_eq!(
+                        (mv.flags, mv.x_position, mv.y_position),
+                        (PointerFlags::MOVE, 100, 200)
+                    );
+                    assert_eq!(right.flags, PointerFlags::RIGHT_BUTTON | PointerFlags::DOWN);
+                    assert_eq!((right.x_position, right.y_position), (100, 200));
+                    assert_eq!(x1.flags, PointerXFlags::BUTTON1);
+                    assert!(
+                        wheel
+                            .flags
+                            .contains(PointerFlags::VERTICAL_WHEEL | PointerFlags::WHEEL_NEGATIVE)
+                    );
+                    assert_eq!(wheel.number_of_wheel_rotation_units, -120);
+                }
+                other => panic!("{other:?}"),
+            }
+
+            // This server never opens the display control channel.
+            assert!(matches!(
+                client.request_resize(800, 600).await,
+                Err(SessionError::Unavailable(_))
+            ));
+            assert!(matches!(
+                client.request_resize(801, 600).await,
+                Err(SessionError::InvalidArgument(_))
+            ));
+
+            client.disconnect().await.unwrap();
+            assert!(matches!(server.next().await, Seen::ShutdownRequest));
+            assert!(matches!(server.next().await, Seen::ClientUltimatum));
+        })
+        .await;
+}
