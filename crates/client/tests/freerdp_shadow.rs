@@ -130,7 +130,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// freerdp-shadow-cli mirroring `x`, TLS security, no authentication, loopback only.
+/// freerdp-shadow-cli mirroring `x` on loopback; by default TLS security and no authentication.
 struct Shadow {
     addr: SocketAddr,
     _proc: Killed,
@@ -138,18 +138,18 @@ struct Shadow {
 
 impl Shadow {
     fn start(x: &Xvfb) -> Shadow {
+        Shadow::start_with(x, &["-auth", "/sec:tls"])
+    }
+
+    fn start_with(x: &Xvfb, security: &[&str]) -> Shadow {
         // The first start after Xvfb comes up sometimes fails to open the display
         // ("unsupported X11 server color depth: 0"); one retry has always been enough.
         for attempt in 1..=3 {
             let port = free_port();
             let mut proc = Killed(
                 Command::new("freerdp-shadow-cli")
-                    .args([
-                        &format!("/port:{port}"),
-                        "/bind-address:127.0.0.1",
-                        "-auth",
-                        "/sec:tls",
-                    ])
+                    .args([&format!("/port:{port}"), "/bind-address:127.0.0.1"])
+                    .args(security)
                     .env("DISPLAY", &x.display)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -463,5 +463,64 @@ async fn rdhost_shot_saves_a_png_and_fails_loudly() {
     );
     assert!(!missing.exists());
     watcher.disconnect().await.unwrap();
+    cleanup(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nla_logs_on_with_the_right_password_and_reports_a_wrong_one() {
+    if tools(&["Xvfb", "freerdp-shadow-cli", "xsetroot", "winpr-hash"]).is_none() {
+        return;
+    }
+    // NLA needs the server to know the NT hash: FreeRDP reads it from a SAM-format file.
+    let dir = scratch_dir("nla");
+    let sam = dir.join("sam");
+    let line = Command::new("winpr-hash")
+        .args(["-u", "alice", "-p", "s3cret!", "-f", "sam"])
+        .output()
+        .unwrap();
+    assert!(line.status.success());
+    std::fs::write(&sam, &line.stdout).unwrap();
+    let x = Xvfb::start();
+    let shadow = Shadow::start_with(
+        &x,
+        &["-auth", "/sec:nla", &format!("/sam-file:{}", sam.display())],
+    );
+
+    let nla = |password: &str, security| ClientConfig {
+        security,
+        connect_timeout: Duration::from_secs(15),
+        ..ClientConfig::new(shadow.addr, "alice", password)
+    };
+    init_logging();
+    let err = rdhost_client::connect(nla("wrong", Security::Nla))
+        .await
+        .err()
+        .expect("wrong password must fail");
+    assert!(
+        matches!(
+            err,
+            rdhost_client::ConnectError::AuthenticationFailed { .. }
+        ),
+        "{err:?}"
+    );
+    eprintln!("wrong NLA password: {err}");
+    // TLS only is not what this server accepts: a negotiation failure, not an auth failure.
+    let err = rdhost_client::connect(nla("s3cret!", Security::Tls))
+        .await
+        .err()
+        .expect("TLS-only must fail");
+    assert!(
+        matches!(err, rdhost_client::ConnectError::SecurityNegotiation(_)),
+        "{err:?}"
+    );
+
+    for security in [Security::Nla, Security::Negotiate] {
+        let mut client = rdhost_client::connect(nla("s3cret!", security))
+            .await
+            .expect("NLA logon");
+        client.pump_for(Duration::from_millis(300)).await.unwrap();
+        assert!(!client.closed());
+        client.disconnect().await.unwrap();
+    }
     cleanup(dir);
 }

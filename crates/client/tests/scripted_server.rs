@@ -26,8 +26,8 @@ use ironrdp_pdu::rdp::capability_sets::{
 };
 use ironrdp_pdu::rdp::client_info::CompressionType;
 use ironrdp_pdu::rdp::headers::{
-    CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu,
-    StreamPriority,
+    CompressionFlags, ServerDeactivateAll, ShareControlHeader, ShareControlPdu, ShareDataHeader,
+    ShareDataPdu, StreamPriority,
 };
 use ironrdp_pdu::rdp::session_info::{
     InfoData, InfoType, LogonInfo, LogonInfoVersion2, SaveSessionInfoPdu,
@@ -66,6 +66,17 @@ const HEIGHT: u16 = 480;
 /// The colour the server paints on connect.
 const TEAL: [u8; 3] = [0x00, 0x80, 0x80];
 
+enum Command {
+    /// End the session with this error info code.
+    End(u32),
+    /// Resize the desktop (Deactivation-Reactivation) and paint it in `colour`.
+    Resize {
+        width: u16,
+        height: u16,
+        colour: [u8; 3],
+    },
+}
+
 /// What the server saw, reported to the test.
 #[derive(Debug)]
 enum Seen {
@@ -78,8 +89,7 @@ enum Seen {
 struct Server {
     addr: SocketAddr,
     seen: mpsc::UnboundedReceiver<Seen>,
-    /// Send an error info code to end the session with it.
-    end: mpsc::UnboundedSender<u32>,
+    command: mpsc::UnboundedSender<Command>,
 }
 
 fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
@@ -203,30 +213,30 @@ fn set_error_info(user_channel: u16, io_channel: u16, code: u32) -> Vec<u8> {
 }
 
 /// A full-screen uncompressed surface-bits update in one colour.
-fn paint(rgb: [u8; 3]) -> Vec<u8> {
+fn paint(rgb: [u8; 3], width: u16, height: u16) -> Vec<u8> {
     let pixels: Vec<u8> = std::iter::repeat_n(
         [rgb[2], rgb[1], rgb[0], 0xFF],
-        usize::from(WIDTH) * usize::from(HEIGHT),
+        usize::from(width) * usize::from(height),
     )
     .flatten()
     .collect();
     let mut out = Vec::new();
     // One surface command per band of rows keeps each fast-path PDU under its 32 KiB limit.
     let rows = 8u16;
-    for top in (0..HEIGHT).step_by(usize::from(rows)) {
-        let band = &pixels[usize::from(top) * usize::from(WIDTH) * 4..]
-            [..usize::from(rows) * usize::from(WIDTH) * 4];
+    for top in (0..height).step_by(usize::from(rows)) {
+        let band = &pixels[usize::from(top) * usize::from(width) * 4..]
+            [..usize::from(rows) * usize::from(width) * 4];
         let cmd = SurfaceCommand::SetSurfaceBits(SurfaceBitsPdu {
             destination: ExclusiveRectangle {
                 left: 0,
                 top,
-                right: WIDTH,
+                right: width,
                 bottom: top + rows,
             },
             extended_bitmap_data: ExtendedBitmapDataPdu {
                 bpp: 32,
                 codec_id: 0,
-                width: WIDTH,
+                width,
                 height: rows,
                 header: None,
                 data: band,
@@ -268,7 +278,7 @@ impl Server {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen) = mpsc::unbounded_channel();
-        let (end, mut end_rx) = mpsc::unbounded_channel();
+        let (command, mut commands) = mpsc::unbounded_channel();
         tokio::task::spawn_local(async move {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let _ = seen_tx.send(Seen::PreconnectionId(
@@ -293,7 +303,7 @@ impl Server {
             let tls = tls_acceptor().accept(tcp).await.unwrap();
             acceptor.mark_security_upgrade_as_done();
             // A refused client ends here: the acceptor has sent access denied (error info 0x9).
-            let Ok((mut framed, result)) = ironrdp_acceptor::accept_finalize_with(
+            let Ok((mut framed, mut result)) = ironrdp_acceptor::accept_finalize_with(
                 TokioFramed::new(tls),
                 &mut acceptor,
                 &mut CheckPassword,
@@ -303,7 +313,7 @@ impl Server {
                 return;
             };
             let (user, io) = (result.user_channel_id, result.io_channel_id);
-            framed.write_all(&paint(TEAL)).await.unwrap();
+            framed.write_all(&paint(TEAL, WIDTH, HEIGHT)).await.unwrap();
             let logon = SaveSessionInfoPdu {
                 info_type: InfoType::LogonLong,
                 info_data: InfoData::LogonInfoV2(LogonInfoVersion2 {
@@ -320,15 +330,36 @@ impl Server {
                 .unwrap();
             loop {
                 tokio::select! {
-                    code = end_rx.recv() => {
-                        let Some(code) = code else { return };
-                        framed.write_all(&set_error_info(user, io, code)).await.unwrap();
-                        let bye = McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum::from_reason(
-                            DisconnectReason::ProviderInitiated,
-                        ));
-                        framed.write_all(&encode_vec(&X224(bye)).unwrap()).await.unwrap();
-                        return;
-                    }
+                    command = commands.recv() => match command {
+                        None => return,
+                        Some(Command::End(code)) => {
+                            framed.write_all(&set_error_info(user, io, code)).await.unwrap();
+                            let bye = McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum::from_reason(
+                                DisconnectReason::ProviderInitiated,
+                            ));
+                            framed.write_all(&encode_vec(&X224(bye)).unwrap()).await.unwrap();
+                            return;
+                        }
+                        Some(Command::Resize { width, height, colour }) => {
+                            // Deactivate All, then the capability exchange again at the new size.
+                            let deactivate = ShareControlHeader {
+                                share_control_pdu: ShareControlPdu::ServerDeactivateAll(ServerDeactivateAll),
+                                pdu_source: user,
+                                share_id: 0,
+                            };
+                            framed.write_all(&send_data_indication(user, io, encode_vec(&deactivate).unwrap())).await.unwrap();
+                            acceptor = Acceptor::new_deactivation_reactivation(
+                                acceptor,
+                                std::mem::take(&mut result.static_channels),
+                                DesktopSize { width, height },
+                            )
+                            .unwrap();
+                            let (again, reactivated) = ironrdp_acceptor::accept_finalize(framed, &mut acceptor).await.unwrap();
+                            framed = again;
+                            result = reactivated;
+                            framed.write_all(&paint(colour, width, height)).await.unwrap();
+                        }
+                    },
                     pdu = framed.read_pdu() => {
                         let Ok((action, frame)) = pdu else { return };
                         match action {
@@ -357,7 +388,11 @@ impl Server {
                 }
             }
         });
-        Server { addr, seen, end }
+        Server {
+            addr,
+            seen,
+            command,
+        }
     }
 
     async fn next(&mut self) -> Seen {
@@ -454,8 +489,8 @@ async fn decodes_updates_reports_session_id_and_the_logoff_code() {
             assert!(!client.closed());
 
             server
-                .end
-                .send(rdhost_client::errinfo::LOGOFF_BY_USER)
+                .command
+                .send(Command::End(rdhost_client::errinfo::LOGOFF_BY_USER))
                 .unwrap();
             let err = client
                 .pump_for(Duration::from_secs(10))
@@ -484,7 +519,7 @@ async fn codes_ironrdp_does_not_know_are_still_reported() {
         .run_until(async {
             let mut server = Server::start(3).await;
             let mut client = connected(&mut server, None).await;
-            server.end.send(0x0000_BEEF).unwrap();
+            server.command.send(Command::End(0x0000_BEEF)).unwrap();
             let err = client
                 .pump_until(Duration::from_secs(10), |_| false)
                 .await
@@ -592,6 +627,121 @@ async fn input_goes_over_the_wire_as_scancodes_unicode_and_pointer_events() {
             client.disconnect().await.unwrap();
             assert!(matches!(server.next().await, Seen::ShutdownRequest));
             assert!(matches!(server.next().await, Seen::ClientUltimatum));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn rdhost_shot_reads_the_password_from_stdin_and_reports_refusal_by_exit_status() {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt as _;
+    local()
+        .run_until(async {
+            let dir =
+                std::env::temp_dir().join(format!("rdhost-client-scripted-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("teal.png");
+
+            let server = Server::start(9).await;
+            let mut shot = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdhost-shot"))
+                .args([
+                    &server.addr.to_string(),
+                    "tester",
+                    out.to_str().unwrap(),
+                    "--sec",
+                    "tls",
+                    "--quiet-ms",
+                    "200",
+                ])
+                .env_remove("RDHOST_PASSWORD")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            shot.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{PASSWORD}\n").as_bytes())
+                .await
+                .unwrap();
+            let done = shot.wait_with_output().await.unwrap();
+            let stdout = String::from_utf8_lossy(&done.stdout);
+            assert!(done.status.success(), "{stdout}");
+            assert!(stdout.contains("session 9"), "{stdout}");
+            assert!(stdout.contains("SurfaceUncompressed"), "{stdout}");
+            let decoder =
+                png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+            let mut reader = decoder.read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut buf).unwrap();
+            assert_eq!(buf[..3], TEAL);
+
+            let server = Server::start(9).await;
+            let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdhost-shot"))
+                .args([
+                    &server.addr.to_string(),
+                    "tester",
+                    dir.join("no.png").to_str().unwrap(),
+                    "--sec",
+                    "tls",
+                ])
+                .env("RDHOST_PASSWORD", "wrong")
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(
+                refused.status.code(),
+                Some(4),
+                "{}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+            assert!(!dir.join("no.png").exists());
+            std::fs::remove_dir_all(dir).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_deactivation_reactivation_resizes_the_framebuffer() {
+    const ORANGE: [u8; 3] = [0xFF, 0x80, 0x00];
+    local()
+        .run_until(async {
+            let mut server = Server::start(4).await;
+            let mut client = connected(&mut server, None).await;
+            let frames = client.frames_received();
+            server
+                .command
+                .send(Command::Resize {
+                    width: 800,
+                    height: 600,
+                    colour: ORANGE,
+                })
+                .unwrap();
+            let resized = client
+                .pump_until(Duration::from_secs(10), |c| {
+                    c.width() == 800
+                        && c.pixel(799, 599) == Some(ORANGE)
+                        && c.pixel(0, 0) == Some(ORANGE)
+                })
+                .await
+                .unwrap();
+            assert!(
+                resized,
+                "now {}x{}, corner {:?}",
+                client.width(),
+                client.height(),
+                client.pixel(0, 0)
+            );
+            assert_eq!(client.height(), 600);
+            assert_eq!(client.rgba().len(), 800 * 600 * 4);
+            assert!(client.frames_received() > frames);
+            // Input still flows after the reactivation.
+            client.key(0x1E, false, true).await.unwrap();
+            assert!(matches!(
+                &server.input(1).await[..],
+                [FastPathInputEvent::KeyboardEvent(_, 0x1E)]
+            ));
+            client.disconnect().await.unwrap();
         })
         .await;
 }
