@@ -1,0 +1,82 @@
+//! The daemon (`rdhost serve`): a listener, the session table, desktops and terminals, wired
+//! together. Rules live in `rdhost_model`; this module only carries facts to the model and its
+//! decisions to the terminals and desktops.
+
+mod host;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdhost_desktop::Size;
+use tokio::net::TcpListener;
+use tokio_util::task::LocalPoolHandle;
+use tracing::{info, warn};
+
+use crate::auth::{self, RunAsPolicy};
+use crate::config::{SecurityMode, ServeConfig};
+use crate::state_dir::StateDir;
+use crate::tls;
+
+pub use host::Host;
+
+/// Run the host until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let state = StateDir::create(&config.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+    let identity = tls::load_or_generate(&state).context("cannot set up the TLS certificate")?;
+    let tls_config = identity.server_config().context("cannot use the TLS certificate")?;
+    let authenticator = auth::build(config.auth, state.users_file(), RunAsPolicy::detect());
+
+    if config.security == SecurityMode::Nla {
+        anyhow::bail!(
+            "security = \"nla\" is not available yet; use \"tls\" (credentials travel inside TLS) or \"negotiate\""
+        );
+    }
+    let accept = rdhost_rdp::AcceptConfig {
+        tls: tokio_rustls::TlsAcceptor::from(tls_config),
+        security: rdhost_rdp::Security::Tls,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
+        default_size: Size::new(config.default_size.0, config.default_size.1),
+        codec: Default::default(),
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another RDP server running there?)", config.listen))?;
+    let local: SocketAddr = listener.local_addr()?;
+    // Scripts and tests read these lines: keep their shape.
+    println!("rdhost listening on {local}");
+    println!("TLS certificate SHA-256 fingerprint: {}", identity.fingerprint);
+    println!("desktop: built-in terminal (a login shell in a terminal emulator)");
+    println!("authentication: {}", authenticator.describe());
+    info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
+
+    let host = Host::new(&config, authenticator, accept, tokio::runtime::Handle::current());
+    // IronRDP's acceptor futures are not Send: each connection lives on one pool thread.
+    let pool = LocalPoolHandle::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let host = Arc::clone(&host);
+                    pool.spawn_pinned(move || async move { host.run_connection(stream, peer).await });
+                }
+                // Out of file descriptors and the like: keep serving the others.
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
+        }
+    }
+    drop(listener);
+    host.shutdown().await;
+    println!("rdhost stopped");
+    Ok(())
+}
