@@ -136,6 +136,13 @@ impl Terminal {
         self.negotiated.profile
     }
 
+    /// Tell the client which session it is in (clients show it; `/pcid` users need it).
+    pub async fn announce_logon(&mut self, session_id: u32) -> Result<(), TerminalEnd> {
+        let domain = self.client.domain.clone().unwrap_or_default();
+        let bytes = pdus::logon_info(self.channels, session_id, &self.client.user, &domain);
+        self.write(&bytes).await
+    }
+
     /// Refuse the client before showing anything: send the error info and close.
     pub async fn refuse(mut self, error_info: u32) {
         self.say_goodbye(error_info).await;

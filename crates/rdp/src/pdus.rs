@@ -65,3 +65,16 @@ pub(crate) fn disconnect_ultimatum() -> Vec<u8> {
     encode_vec(&X224(DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested)))
         .expect("disconnect ultimatum encodes")
 }
+
+/// Save Session Info with Logon Info v2 (MS-RDPBCGR 2.2.10.1.1.2): tells the client which
+/// session it landed in, as Windows does after a logon.
+pub(crate) fn logon_info(channels: Channels, session_id: u32, user: &str, domain: &str) -> Vec<u8> {
+    use ironrdp_pdu::rdp::session_info::{InfoData, InfoType, LogonInfo, LogonInfoVersion2, SaveSessionInfoPdu};
+    let info = SaveSessionInfoPdu {
+        info_type: InfoType::LogonLong,
+        info_data: InfoData::LogonInfoV2(LogonInfoVersion2 {
+            logon_info: LogonInfo { session_id, user_name: user.to_owned(), domain_name: domain.to_owned() },
+        }),
+    };
+    share_data(channels, ShareDataPdu::SaveSessionInfo(info))
+}
