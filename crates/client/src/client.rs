@@ -831,3 +831,9 @@ mod tests {
         }
     }
 }
+
+// Tests and benchmarks move clients into spawned tasks.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Client>();
+};

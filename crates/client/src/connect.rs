@@ -431,3 +431,51 @@ async fn credssp(
     connector.mark_credssp_as_done();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_pdu::rdp::capability_sets::{CODEC_ID_QOI, CODEC_ID_QOIZ, CodecId};
+
+    #[test]
+    fn only_remotefx_is_advertised_never_ironrdps_private_codecs() {
+        // Built by hand rather than with `client_codecs_capabilities`, whose output depends on
+        // which IronRDP features some other crate in the build switched on.
+        let codecs = advertised_codecs().0;
+        assert_eq!(codecs.len(), 1);
+        assert_eq!(codecs[0].id, REMOTEFX_CODEC_ID);
+        assert!(matches!(codecs[0].property, CodecProperty::RemoteFx(_)));
+        assert!(
+            CodecId::from_u8(REMOTEFX_CODEC_ID).is_some(),
+            "the session decodes this id"
+        );
+        for private in [CODEC_ID_QOI, CODEC_ID_QOIZ] {
+            assert!(
+                codecs
+                    .iter()
+                    .all(|c| CodecId::from_u8(c.id) != Some(private))
+            );
+        }
+    }
+
+    #[test]
+    fn security_choice_maps_to_the_offered_protocols() {
+        let offered = |security| {
+            let c = connector_config(&ClientConfig {
+                security,
+                ..ClientConfig::default()
+            });
+            (c.enable_tls, c.enable_credssp)
+        };
+        assert_eq!(offered(Security::Tls), (true, false));
+        assert_eq!(offered(Security::Nla), (false, true));
+        assert_eq!(offered(Security::Negotiate), (true, true));
+        let c = connector_config(&ClientConfig::default());
+        assert_eq!(c.keyboard_layout, 0x409);
+        assert!(
+            !c.support_dyn_vc_gfx_protocol,
+            "no EGFX: we could not decode it"
+        );
+        assert_eq!(c.bitmap.expect("bitmap config").color_depth, 32);
+    }
+}

@@ -381,6 +381,28 @@ async fn typed_text_arrives_as_the_same_characters() {
         .unwrap();
     assert!(arrived, "xterm received {got:?}");
     assert_eq!(got, text);
+    // The echoed line is on screen too: the top-left of the xterm holds dark glyphs on white.
+    client
+        .pump_until_idle(Duration::from_millis(300), Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.save_png(&dir.join("xterm.png")).unwrap();
+    let (mut dark, mut light) = (0, 0);
+    for y in 0..40 {
+        for x in 0..400 {
+            let [r, g, b] = client.pixel(x, y).unwrap();
+            let luma = u32::from(r) + u32::from(g) + u32::from(b);
+            if luma < 150 {
+                dark += 1;
+            } else if luma > 600 {
+                light += 1;
+            }
+        }
+    }
+    assert!(
+        dark > 200 && light > 2000,
+        "no text on screen? dark {dark}, light {light}"
+    );
     client.disconnect().await.unwrap();
     cleanup(dir);
 }
