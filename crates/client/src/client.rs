@@ -70,6 +70,9 @@ pub struct Client {
     io_channel_id: u16,
     user_channel_id: u16,
     fastpath_input: bool,
+    /// Which of Refresh Rect / Suppress Output the server allows (General capability set).
+    refresh_rect: bool,
+    suppress_output: bool,
     mouse: (u16, u16),
     error_info: Option<u32>,
     closed: bool,
@@ -98,6 +101,8 @@ impl Client {
             result.desktop_size.height,
         );
         let fastpath_input = fastpath_input_allowed(result.input_flags);
+        let (refresh_rect, suppress_output) =
+            (result.refresh_rect_support, result.suppress_output_support);
         let io_channel_id = result.io_channel_id;
         let user_channel_id = result.user_channel_id;
         let window_support_level = result.window_support_level;
@@ -121,6 +126,8 @@ impl Client {
             io_channel_id,
             user_channel_id,
             fastpath_input,
+            refresh_rect,
+            suppress_output,
             mouse: (0, 0),
             error_info,
             closed: false,
@@ -395,6 +402,8 @@ impl Client {
                     enable_server_pointer,
                     pointer_software_rendering,
                     window_support_level,
+                    refresh_rect_support,
+                    suppress_output_support,
                     ..
                 } => {
                     if !self.stage.reactivate(
@@ -416,6 +425,8 @@ impl Client {
                         desktop_size.height,
                     );
                     self.fastpath_input = fastpath_input_allowed(input_flags);
+                    self.refresh_rect = refresh_rect_support;
+                    self.suppress_output = suppress_output_support;
                     debug!(
                         width = desktop_size.width,
                         height = desktop_size.height,
@@ -618,6 +629,31 @@ impl Client {
         }
     }
 
+    /// Asks the server to send the whole screen again (Refresh Rect, or a Suppress Output
+    /// off/on pair, whichever the server allows). Fails with [`SessionError::Unavailable`] if it
+    /// allows neither.
+    pub async fn request_refresh(&mut self) -> Result<(), SessionError> {
+        self.ensure_open()?;
+        let frames = self
+            .stage
+            .request_full_redraw(
+                self.width(),
+                self.height(),
+                self.refresh_rect,
+                self.suppress_output,
+            )
+            .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+        if frames.is_empty() {
+            return Err(SessionError::Unavailable(
+                "the server allows neither Refresh Rect nor Suppress Output".into(),
+            ));
+        }
+        for frame in frames {
+            self.send(&frame).await?;
+        }
+        Ok(())
+    }
+
     /// Ends the connection politely: Shutdown Request, wait (briefly) for the server's
     /// Shutdown Denied, MCS Disconnect Provider Ultimatum, TLS close. Already closed is fine.
     pub async fn disconnect(mut self) -> Result<(), SessionError> {
@@ -789,6 +825,12 @@ impl Input {
     }
 }
 
+// Tests and benchmarks move clients into spawned tasks.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Client>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,9 +873,3 @@ mod tests {
         }
     }
 }
-
-// Tests and benchmarks move clients into spawned tasks.
-const _: fn() = || {
-    fn send<T: Send>() {}
-    send::<Client>();
-};

@@ -293,6 +293,18 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
         client.pixel(512, 384)
     );
 
+    // FreeRDP 2.11's shadow server opens drdynvc but not the display control channel.
+    assert!(matches!(
+        client.request_resize(800, 600).await,
+        Err(rdhost_client::SessionError::Unavailable(_))
+    ));
+    let frames = client.frames_received();
+    client.request_refresh().await.expect("refresh");
+    let refreshed = client
+        .pump_until(Duration::from_secs(10), |c| c.frames_received() > frames)
+        .await;
+    assert!(refreshed.unwrap(), "no update after Refresh Rect");
+
     // Input reaches the X server: the pointer moves where we put it.
     client.mouse_move(321, 123).await.expect("mouse move");
     client.button(Button::Left, true).await.unwrap();

@@ -83,6 +83,7 @@ enum Seen {
     PreconnectionId(Option<u32>),
     Input(Vec<FastPathInputEvent>),
     ShutdownRequest,
+    RefreshRect,
     ClientUltimatum,
 }
 
@@ -110,6 +111,7 @@ fn capabilities() -> Vec<CapabilitySet> {
     vec![
         CapabilitySet::General(capability_sets::General {
             extra_flags: GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED,
+            refresh_rect_support: true,
             ..Default::default()
         }),
         CapabilitySet::Bitmap(capability_sets::Bitmap {
@@ -378,6 +380,9 @@ impl Server {
                                     channel_id: req.channel_id,
                                     user_data: &req.user_data,
                                 }) else { continue };
+                                if let ShareDataPdu::RefreshRectangle(_) = ctx.pdu {
+                                    let _ = seen_tx.send(Seen::RefreshRect);
+                                }
                                 if let ShareDataPdu::ShutdownRequest = ctx.pdu {
                                     let _ = seen_tx.send(Seen::ShutdownRequest);
                                     framed.write_all(&share_data(user, io, ShareDataPdu::ShutdownDenied)).await.unwrap();
@@ -613,6 +618,9 @@ async fn input_goes_over_the_wire_as_scancodes_unicode_and_pointer_events() {
                 }
                 other => panic!("{other:?}"),
             }
+
+            client.request_refresh().await.unwrap();
+            assert!(matches!(server.next().await, Seen::RefreshRect));
 
             // This server never opens the display control channel.
             assert!(matches!(
