@@ -1,0 +1,166 @@
+//! Test harness: a real `rdhost serve` process on 127.0.0.1 with an ephemeral port and its own
+//! state directory, killed (and its sessions with it) when the handle drops.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rdhost");
+
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    pub state: tempfile::TempDir,
+    /// Everything the host wrote to stderr so far (its log).
+    log: Arc<Mutex<String>>,
+}
+
+impl Host {
+    /// Start a host with `users` (name, password) in its users file and `config` as its TOML
+    /// config file (may be empty).
+    pub fn start(users: &[(&str, &str)], config: &str) -> Host {
+        let state = tempfile::tempdir().expect("temp state dir");
+        for (name, password) in users {
+            add_user(state.path(), name, password);
+        }
+        let config_path = state.path().join("rdhost.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rdhost serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("rdhost listening on ") {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rdhost did not start; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        Host { child, addr, state, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log contains `needle` (the host logs asynchronously).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client config for this host.
+    pub fn client(&self, user: &str, password: &str) -> rdhost_client::ClientConfig {
+        let mut cfg = rdhost_client::ClientConfig::new(self.addr, user, password);
+        cfg.width = 1024;
+        cfg.height = 768;
+        cfg.connect_timeout = Duration::from_secs(30);
+        cfg
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        let status = self.terminate();
+        status
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id() as i32;
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}
+
+pub fn add_user(state: &Path, name: &str, password: &str) {
+    let mut child = Command::new(BIN)
+        .args(["user", "add", name, "--state-dir"])
+        .arg(state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("rdhost user add");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success(), "rdhost user add {name} failed");
+}
+
+/// A token that only appears on screen when the shell evaluated it (the typed command line
+/// holds `$((a*b))`, the output holds the product).
+pub fn shell_token() -> (String, String) {
+    let a = 1000 + (std::process::id() % 9000);
+    let b = 7 + (Instant::now().elapsed().subsec_nanos() % 90);
+    (format!("echo x$(({a}*{b}))y\n"), format!("x{}y", a * b))
+}
+
+/// Is `text` on the client's screen, drawn by the terminal desktop's font?
+pub fn on_screen(client: &rdhost_client::Client, text: &str) -> bool {
+    rdhost_desktop::terminal::find_text(client.rgba(), client.width().into(), client.height().into(), 16.0, text)
+        .is_some()
+}
+
+pub fn artifacts_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("rdhost-test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
