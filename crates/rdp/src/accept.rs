@@ -33,6 +33,10 @@ use crate::active::{Negotiated, Terminal};
 pub enum Security {
     /// TLS; the client sends its credentials inside TLS in the Client Info PDU.
     Tls,
+    /// NLA (CredSSP with NTLM) when the client asks for it, TLS otherwise.
+    Negotiate,
+    /// NLA only: the client must prove its password before anything else happens.
+    Nla,
 }
 
 /// Which codec the host prefers when the client offers several.
@@ -54,6 +58,8 @@ pub struct AcceptConfig {
     /// The size used when the client asks for none it may have.
     pub default_size: Size,
     pub codec: CodecPreference,
+    /// Our certificate's subject public key: CredSSP binds to it.
+    pub public_key: Vec<u8>,
 }
 
 /// Why credentials were refused. The text is for the log, never for the client.
@@ -62,7 +68,7 @@ pub struct AcceptConfig {
 pub struct AuthFailure(pub String);
 
 /// The caller's credential check. It may take its time (PAM, throttling delays).
-pub trait Authenticate {
+pub trait Authenticate: Sync {
     type Identity: 'static;
     fn authenticate(
         &self,
@@ -71,6 +77,10 @@ pub trait Authenticate {
         password: &str,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
+    /// The NT hash NLA needs to check `user`, if the host keeps one.
+    fn nt_hash(&self, user: &str) -> Option<[u8; 16]>;
+    /// The identity of a user who already proved their password through NLA.
+    fn identity_after_nla(&self, user: &str, peer: SocketAddr) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +95,8 @@ pub enum AcceptError {
     Tls(io::Error),
     #[error("RDP handshake failed: {0}")]
     Handshake(String),
-    #[error("authentication failed for user {user:?}: {reason}")]
-    AuthenticationFailed { user: String, reason: String },
+    #[error("authentication failed for user {user:?}{}: {reason}", if *.via_nla { " (NLA)" } else { "" })]
+    AuthenticationFailed { user: String, reason: String, via_nla: bool },
     #[error("client sent no credentials (this host has no logon screen)")]
     NoCredentials,
     #[error("client unsupported: {0}")]
@@ -121,8 +131,12 @@ async fn accept_inner<A: Authenticate>(
     stream.set_nodelay(true)?;
     let requested_session = read_preconnection_pdu(&mut stream).await?;
 
+    // HYBRID_EX is not offered: plain HYBRID needs no early-authorization PDU and every client
+    // that speaks NLA accepts it.
     let security = match config.security {
         Security::Tls => SecurityProtocol::SSL,
+        Security::Negotiate => SecurityProtocol::SSL | SecurityProtocol::HYBRID,
+        Security::Nla => SecurityProtocol::HYBRID,
     };
     let size = config.default_size;
     let (resize_tx, resize_rx) = watch::channel(None);
@@ -144,7 +158,18 @@ async fn accept_inner<A: Authenticate>(
     };
     let tls = config.tls.accept(tcp).await.map_err(AcceptError::Tls)?;
     acceptor.mark_security_upgrade_as_done();
-    let framed = TokioFramed::new(tls);
+    let mut framed = TokioFramed::new(tls);
+
+    let mut nla_user = None;
+    if acceptor.should_perform_credssp() {
+        match crate::nla::run(&mut framed, config.public_key.clone(), false, |user| auth.nt_hash(user)).await? {
+            crate::nla::NlaOutcome::Authenticated(user) => nla_user = Some(user),
+            crate::nla::NlaOutcome::Refused { user, reason } => {
+                return Err(AcceptError::AuthenticationFailed { user: user.unwrap_or_default(), reason, via_nla: true });
+            }
+        }
+        acceptor.mark_credssp_as_done();
+    }
 
     let mut gate = Gate { auth, peer, identity: None, refused: None, desktop_size: None };
     let result = accept_finalize_with(framed, &mut acceptor, &mut gate).await;
@@ -152,13 +177,21 @@ async fn accept_inner<A: Authenticate>(
         Ok(done) => done,
         Err(e) => {
             if let Some((user, reason)) = gate.refused.take() {
-                return Err(AcceptError::AuthenticationFailed { user, reason });
+                return Err(AcceptError::AuthenticationFailed { user, reason, via_nla: false });
             }
             return Err(handshake_err(e));
         }
     };
-    let Some((user, domain, identity)) = gate.identity.take() else {
-        return Err(AcceptError::NoCredentials);
+    let (user, domain, identity) = match (gate.identity.take(), nla_user) {
+        (Some(checked), _) => checked,
+        (None, Some(user)) => {
+            let identity = auth
+                .identity_after_nla(&user, peer)
+                .await
+                .map_err(|e| AcceptError::AuthenticationFailed { user: user.clone(), reason: e.0, via_nla: true })?;
+            (user, None, identity)
+        }
+        (None, None) => return Err(AcceptError::NoCredentials),
     };
 
     let negotiated = negotiate(&result.capabilities, config.codec)?;

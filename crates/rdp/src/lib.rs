@@ -9,9 +9,10 @@
 mod accept;
 mod active;
 mod input;
+mod nla;
 mod pdus;
 
-pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, Security, accept};
+pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, CodecPreference, Security, accept};
 pub use active::{Terminal, TerminalCommand, TerminalEnd};
 
 /// Set Error Info codes (MS-RDPBCGR 2.2.5.1.1) a host sends when it ends a connection.

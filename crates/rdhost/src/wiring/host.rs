@@ -53,9 +53,24 @@ impl Host {
 
     /// One client, from its first byte to its last.
     pub async fn run_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let Accepted { identity, mut terminal } = match rdhost_rdp::accept(stream, peer, &self.accept, &*self).await {
+        // Hold every answer to an address that recently failed to log on, whatever the protocol.
+        let delay = self.throttle.lock().unwrap().delay(peer.ip(), Instant::now());
+        if !delay.is_zero() {
+            info!(%peer, ?delay, "holding the answer after earlier failures from this address");
+            tokio::time::sleep(delay).await;
+        }
+        // "negotiate" offers NLA only while it can check every account the host would accept.
+        let mut accept = self.accept.clone();
+        if accept.security == rdhost_rdp::Security::Negotiate && !self.authenticator.nla_ready() {
+            accept.security = rdhost_rdp::Security::Tls;
+        }
+        let Accepted { identity, mut terminal } = match rdhost_rdp::accept(stream, peer, &accept, &*self).await {
             Ok(accepted) => accepted,
             Err(e) => {
+                // Password failures are counted where the password is checked; NLA ones here.
+                if let rdhost_rdp::AcceptError::AuthenticationFailed { via_nla: true, .. } = e {
+                    self.throttle.lock().unwrap().record_failure(peer.ip(), Instant::now());
+                }
                 warn!(%peer, "connection dropped: {e}");
                 return;
             }
@@ -215,12 +230,23 @@ impl Host {
 impl Authenticate for Host {
     type Identity = Identity;
 
+    fn nt_hash(&self, user: &str) -> Option<[u8; 16]> {
+        self.authenticator.nt_hash(user)
+    }
+
+    async fn identity_after_nla(&self, user: &str, peer: SocketAddr) -> Result<Identity, AuthFailure> {
+        let authenticator = Arc::clone(&self.authenticator);
+        let u = user.to_owned();
+        let result = tokio::task::spawn_blocking(move || authenticator.identity_after_nla(&u))
+            .await
+            .unwrap_or_else(|e| Err(AuthError::Backend(format!("authenticator panicked: {e}"))));
+        result.map_err(|e| {
+            warn!(%peer, user, "NLA logon refused: {e}");
+            AuthFailure(e.to_string())
+        })
+    }
+
     async fn authenticate(&self, user: &str, domain: Option<&str>, password: &str, peer: SocketAddr) -> Result<Identity, AuthFailure> {
-        let delay = self.throttle.lock().unwrap().delay(peer.ip(), Instant::now());
-        if !delay.is_zero() {
-            info!(%peer, user, ?delay, "holding the answer after earlier failures from this address");
-            tokio::time::sleep(delay).await;
-        }
         let authenticator = Arc::clone(&self.authenticator);
         let (u, d, p) = (user.to_owned(), domain.map(str::to_owned), password.to_owned());
         let result = tokio::task::spawn_blocking(move || authenticator.authenticate(&u, d.as_deref(), &p))

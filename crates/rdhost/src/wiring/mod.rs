@@ -29,17 +29,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let tls_config = identity.server_config().context("cannot use the TLS certificate")?;
     let authenticator = auth::build(config.auth, state.users_file(), RunAsPolicy::detect());
 
-    if config.security == SecurityMode::Nla {
-        anyhow::bail!(
-            "security = \"nla\" is not available yet; use \"tls\" (credentials travel inside TLS) or \"negotiate\""
-        );
-    }
+    let security = match config.security {
+        SecurityMode::Tls => rdhost_rdp::Security::Tls,
+        SecurityMode::Nla => rdhost_rdp::Security::Nla,
+        SecurityMode::Negotiate => rdhost_rdp::Security::Negotiate,
+    };
     let accept = rdhost_rdp::AcceptConfig {
         tls: tokio_rustls::TlsAcceptor::from(tls_config),
-        security: rdhost_rdp::Security::Tls,
+        security,
         handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
         default_size: Size::new(config.default_size.0, config.default_size.1),
         codec: Default::default(),
+        public_key: identity.public_key.clone(),
     };
 
     let listener = TcpListener::bind(config.listen)
