@@ -9,4 +9,3 @@ pub mod state_dir;
 pub mod tls;
 pub mod user_cmd;
 pub mod users;
-pub mod wiring;

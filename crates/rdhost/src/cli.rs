@@ -1,0 +1,300 @@
+//! The command line. Scripts rely on these forms:
+//! `rdhost serve [--listen ADDR:PORT] [--state-dir DIR] [--config FILE] [--desktop terminal]`,
+//! `rdhost user add NAME [--state-dir DIR] [--system-user USER] [--nt-hash]`,
+//! `rdhost user list [--state-dir DIR]`, `rdhost user remove NAME [--state-dir DIR]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings};
+
+const ABOUT: &str = "A multi-session RDP host for Linux: stock RDP clients log in and get a desktop \
+that survives disconnects.";
+
+const LONG_ABOUT: &str = "\
+A multi-session RDP host for Linux. Stock RDP clients (xfreerdp/Remmina, mstsc, IronRDP) log in
+and get a session with a desktop. A session outlives its connection: when the client disconnects
+or crashes the session keeps running, and the same user logging in again gets it back.
+
+Quick start (as an ordinary user, no root needed):
+  echo 'a-good-password' | rdhost user add alice
+  rdhost serve --listen 127.0.0.1:3389
+  xfreerdp /v:127.0.0.1:3389 /u:alice /p:a-good-password /cert:ignore
+
+Run `rdhost help serve` and `rdhost help user add` for the details.";
+
+const SERVE_LONG_ABOUT: &str = "\
+Run the RDP host in the foreground until SIGINT/SIGTERM.
+
+At start it prints the listen address and the SHA-256 fingerprint of its TLS certificate
+(compare it with what your client shows on first connect). The certificate is generated on
+first start and kept in the state directory.
+
+Sessions: a user's first logon creates a session; disconnecting leaves it running; logging on
+again returns the most recently disconnected one (or the one the client asks for with a
+pre-connection id, `xfreerdp /pcid:ID`, refused if it is not theirs). Logging out (exiting the
+shell) ends it.
+
+Who may log in (--auth): by default accounts from the users file (`rdhost user add`) while it has
+any, otherwise system users through PAM (service `rdhost`, /etc/pam.d/rdhost or /etc/pam.d/other).
+As root, a PAM user's session runs as that user; a users-file account runs as its --system-user
+(default: the host's own account, i.e. root). Not as root, every session runs as the host's user.
+
+Repeated failed logons from one address are answered ever more slowly (1 s, 2 s, 4 s … 30 s).";
+
+const SERVE_AFTER_HELP: &str = "\
+Files (in the state directory):
+  users.toml      users-file accounts (rdhost user add|list|remove)
+  tls/cert.pem    TLS certificate (self-signed, generated on first start; may be replaced)
+  tls/key.pem     its private key (mode 0600)
+
+Examples:
+  rdhost serve
+  rdhost serve --listen 127.0.0.1:13389 --state-dir /tmp/rdhost-test
+  rdhost serve --config /etc/rdhost/rdhost.toml
+  xfreerdp /v:HOST /u:alice /cert:ignore /pcid:3      # reconnect to session 3";
+
+const USER_LONG_ABOUT: &str = "\
+Manage the users file: accounts that exist only for rdhost (useful in containers, for tests, or
+to give RDP access without a system account). Passwords are stored as argon2id hashes in
+users.toml in the state directory (mode 0600). A running `rdhost serve` picks up changes at the
+next logon, no restart needed. While the file has users, `--auth auto` (the default) checks
+logons against it instead of PAM.";
+
+const USER_ADD_LONG_ABOUT: &str = "\
+Add an account to the users file.
+
+The password is read from standard input when it is not a terminal (one line; the trailing
+newline is removed), otherwise you are prompted twice without echo. Empty passwords are refused.
+
+Names: 1-64 characters of letters, digits, '.', '_', '-', not starting with '.' or '-'.
+An existing name is refused: remove it first to change its password or settings.";
+
+const USER_ADD_AFTER_HELP: &str = "\
+Examples:
+  rdhost user add alice                                  # prompts for the password
+  printf '%s\\n' \"$PASSWORD\" | rdhost user add alice     # from a script
+  sudo rdhost user add bob --state-dir /var/lib/rdhost --system-user bob --nt-hash";
+
+const STATE_DIR_HELP: &str = "State directory holding users.toml [default: /var/lib/rdhost as root, \
+else $XDG_STATE_HOME/rdhost or ~/.local/state/rdhost]. Use the same one as `rdhost serve`.";
+
+#[derive(Debug, Parser)]
+#[command(name = "rdhost", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the RDP host (listens for RDP clients until SIGINT/SIGTERM).
+    #[command(long_about = SERVE_LONG_ABOUT, after_long_help = format!("{CONFIG_KEYS_HELP}\n\n{SERVE_AFTER_HELP}"))]
+    Serve(ServeArgs),
+    /// Add, list or remove users-file accounts.
+    #[command(subcommand, long_about = USER_LONG_ABOUT)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to accept RDP connections on [default: 0.0.0.0:3389].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where the users file and TLS certificate live [default: /var/lib/rdhost as root, else
+    /// $XDG_STATE_HOME/rdhost or ~/.local/state/rdhost]. Created (mode 0700) if missing.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// TOML config file; its keys are listed below (`rdhost serve --help`). Flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What a session shows [default: terminal]. Only `terminal` so far; X11 desktops come later.
+    #[arg(long, value_enum)]
+    pub desktop: Option<DesktopKind>,
+    /// RDP security protocols to accept [default: negotiate].
+    #[arg(long, value_enum)]
+    pub security: Option<SecurityMode>,
+    /// Where logons are checked [default: auto].
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthBackendKind>,
+    /// Refuse new sessions beyond this many [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Log filter, e.g. info, debug, rdhost=debug,warn [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags as the top settings layer.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen,
+            state_dir: self.state_dir.clone(),
+            desktop: self.desktop,
+            security: self.security,
+            auth: self.auth,
+            max_sessions: self.max_sessions,
+            log: self.log.clone(),
+            ..Settings::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an account (password from stdin, or prompted twice on a terminal).
+    #[command(long_about = USER_ADD_LONG_ABOUT, after_long_help = USER_ADD_AFTER_HELP)]
+    Add(UserAddArgs),
+    /// List accounts: name, system user, whether NLA is possible. Never prints hashes.
+    #[command(after_long_help = "Example:\n  rdhost user list --state-dir /var/lib/rdhost")]
+    List(UserListArgs),
+    /// Remove an account. Its running sessions continue until logged off.
+    #[command(after_long_help = "Example:\n  rdhost user remove alice")]
+    Remove(UserRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// Account name (what the user types into the RDP client).
+    pub name: String,
+    #[arg(long, value_name = "DIR", help = STATE_DIR_HELP)]
+    pub state_dir: Option<PathBuf>,
+    /// System account this user's sessions run as when `rdhost serve` runs as root [default: the
+    /// host's own account]. Ignored when the host is not root (sessions then run as the host's user).
+    #[arg(long, value_name = "USER")]
+    pub system_user: Option<String>,
+    /// Also store the NT hash (MD4 of the password) so this user can log on with NLA (CredSSP),
+    /// which needs NTLM. Trade-off: the NT hash is password-equivalent for NTLM (anyone who reads
+    /// users.toml can log on as this user over NLA without cracking anything), whereas the argon2id
+    /// hash alone is not. Without it the user logs on over TLS with the password in the client info.
+    #[arg(long)]
+    pub nt_hash: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    #[arg(long, value_name = "DIR", help = STATE_DIR_HELP)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UserRemoveArgs {
+    /// Account name to remove.
+    pub name: String,
+    #[arg(long, value_name = "DIR", help = STATE_DIR_HELP)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scripted_forms_parse() {
+        let cli = Cli::try_parse_from([
+            "rdhost",
+            "serve",
+            "--listen",
+            "127.0.0.1:13389",
+            "--state-dir",
+            "/tmp/s",
+            "--config",
+            "/etc/r.toml",
+            "--desktop",
+            "terminal",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let s = args.settings();
+        assert_eq!(s.listen, Some("127.0.0.1:13389".parse().unwrap()));
+        assert_eq!(s.state_dir, Some(PathBuf::from("/tmp/s")));
+        assert_eq!(s.desktop, Some(DesktopKind::Terminal));
+        assert_eq!(args.config, Some(PathBuf::from("/etc/r.toml")));
+
+        let cli = Cli::try_parse_from([
+            "rdhost",
+            "user",
+            "add",
+            "bob",
+            "--state-dir",
+            "/s",
+            "--system-user",
+            "bob",
+            "--nt-hash",
+        ])
+        .unwrap();
+        let Command::User(UserCommand::Add(a)) = cli.command else {
+            panic!("not user add")
+        };
+        assert_eq!(
+            (a.name.as_str(), a.system_user.as_deref(), a.nt_hash),
+            ("bob", Some("bob"), true)
+        );
+
+        assert!(matches!(
+            Cli::try_parse_from(["rdhost", "user", "list", "--state-dir", "/s"])
+                .unwrap()
+                .command,
+            Command::User(UserCommand::List(_))
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["rdhost", "user", "remove", "bob"])
+                .unwrap()
+                .command,
+            Command::User(UserCommand::Remove(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_desktop_is_refused_with_the_choices() {
+        let err = Cli::try_parse_from(["rdhost", "serve", "--desktop", "x11"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x11") && err.contains("terminal"), "{err}");
+    }
+
+    #[test]
+    fn serve_long_help_documents_config_keys_and_files() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "Config keys",
+            "handshake_timeout_secs",
+            "tls/key.pem",
+            "0.0.0.0:3389",
+            "Examples",
+        ] {
+            assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
+        }
+        let mut cmd = Cli::command();
+        let user = cmd.find_subcommand_mut("user").unwrap();
+        let help = user
+            .find_subcommand_mut("add")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "password-equivalent",
+            "standard input",
+            "--system-user",
+            "Examples",
+        ] {
+            assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! `rdhost serve` configuration: command-line flags over a TOML file over defaults.
+//!
+//! Every key of the file ([`Settings`]) has the same name as its flag with `_` for `-`.
+//! Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where a session's pixels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DesktopKind {
+    /// The built-in terminal desktop: a login shell in a PTY drawn by rdhost itself.
+    Terminal,
+}
+
+/// Which RDP security protocols the host accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityMode {
+    /// Offer NLA when the client asks for it and it can work, else TLS.
+    #[default]
+    Negotiate,
+    /// TLS only; credentials arrive in the client info (the logon screen is never needed).
+    Tls,
+    /// NLA (CredSSP) only: needs users-file accounts with NT hashes.
+    Nla,
+}
+
+/// Where credentials are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthBackendKind {
+    /// The users file while it has users, else PAM.
+    #[default]
+    Auto,
+    /// Only the users file.
+    UsersFile,
+    /// Only PAM (service "rdhost").
+    Pam,
+}
+
+/// A desktop size `WIDTHxHEIGHT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DesktopSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+/// RDP's limits on desktop dimensions (MS-RDPBCGR: 200..=8192 per side for monitors).
+pub const MIN_SIDE: u16 = 200;
+pub const MAX_SIDE: u16 = 8192;
+
+impl FromStr for DesktopSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a size: use WIDTHxHEIGHT, e.g. 1280x800");
+        let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let (width, height): (u16, u16) =
+            (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+        for side in [width, height] {
+            if !(MIN_SIDE..=MAX_SIDE).contains(&side) {
+                return Err(format!(
+                    "{s:?}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels"
+                ));
+            }
+        }
+        Ok(Self { width, height })
+    }
+}
+
+impl fmt::Display for DesktopSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl<'de> Deserialize<'de> for DesktopSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One layer of settings (the flags, or the file); `None` = not given at this layer.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub desktop: Option<DesktopKind>,
+    pub security: Option<SecurityMode>,
+    pub auth: Option<AuthBackendKind>,
+    pub single_session_per_user: Option<bool>,
+    pub max_sessions: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub font_px: Option<f32>,
+    pub default_size: Option<DesktopSize>,
+    pub log: Option<String>,
+}
+
+impl Settings {
+    /// Parse a config file's text. Relative `state_dir` is relative to the file's directory.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut settings: Settings = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = &settings.state_dir
+            && dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            settings.state_dir = Some(parent.join(dir));
+        }
+        Ok(settings)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// `self` where given, else `lower`.
+    pub fn over(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            state_dir: self.state_dir.or(lower.state_dir),
+            desktop: self.desktop.or(lower.desktop),
+            security: self.security.or(lower.security),
+            auth: self.auth.or(lower.auth),
+            single_session_per_user: self
+                .single_session_per_user
+                .or(lower.single_session_per_user),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
+            handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
+            font_px: self.font_px.or(lower.font_px),
+            default_size: self.default_size.or(lower.default_size),
+            log: self.log.or(lower.log),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error(
+        "cannot work out a default state directory (no $XDG_STATE_HOME or $HOME); pass --state-dir DIR"
+    )]
+    NoStateDir,
+}
+
+/// Everything `rdhost serve` needs to run, after precedence and validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub desktop: DesktopKind,
+    pub security: SecurityMode,
+    pub auth: AuthBackendKind,
+    pub single_session_per_user: bool,
+    pub max_sessions: Option<usize>,
+    pub handshake_timeout_secs: u64,
+    pub font_px: f32,
+    /// Desktop size when the client states none (width, height).
+    pub default_size: (u16, u16),
+    /// A tracing filter (`info`, `rdhost=debug,info`, …).
+    pub log: String,
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3389";
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_FONT_PX: f32 = 16.0;
+pub const DEFAULT_SIZE: (u16, u16) = (1024, 768);
+pub const DEFAULT_LOG: &str = "info";
+
+impl ServeConfig {
+    /// Flags over the config file (if any) over defaults.
+    pub fn resolve(flags: Settings, config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = config_file
+            .map(Settings::load)
+            .transpose()?
+            .unwrap_or_default();
+        Self::from_settings(flags.over(file), crate::state_dir::default_state_dir())
+    }
+
+    /// Apply defaults and validate. `default_state_dir` is injected for testability.
+    pub fn from_settings(
+        s: Settings,
+        default_state_dir: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        let state_dir = s
+            .state_dir
+            .or(default_state_dir)
+            .ok_or(ConfigError::NoStateDir)?;
+        if let Some(0) = s.max_sessions {
+            return Err(invalid(
+                "max_sessions",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        let handshake_timeout_secs = s
+            .handshake_timeout_secs
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS);
+        if !(1..=3600).contains(&handshake_timeout_secs) {
+            return Err(invalid(
+                "handshake_timeout_secs",
+                format!("{handshake_timeout_secs} is not between 1 and 3600"),
+            ));
+        }
+        let font_px = s.font_px.unwrap_or(DEFAULT_FONT_PX);
+        if !(font_px.is_finite() && (6.0..=128.0).contains(&font_px)) {
+            return Err(invalid(
+                "font_px",
+                format!("{font_px} is not between 6 and 128"),
+            ));
+        }
+        let log = s.log.unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
+            invalid(
+                "log",
+                format!("{log:?} is not a log filter ({e}); e.g. info, debug, rdhost=debug,warn"),
+            )
+        })?;
+        Ok(Self {
+            listen: s
+                .listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            state_dir,
+            desktop: s.desktop.unwrap_or(DesktopKind::Terminal),
+            security: s.security.unwrap_or_default(),
+            auth: s.auth.unwrap_or_default(),
+            single_session_per_user: s.single_session_per_user.unwrap_or(true),
+            max_sessions: s.max_sessions,
+            handshake_timeout_secs,
+            font_px,
+            default_size: s.default_size.map_or(DEFAULT_SIZE, |d| (d.width, d.height)),
+            log,
+        })
+    }
+
+    /// The session policy for the model's `SessionTable`.
+    pub fn policy(&self) -> rdhost_model::Policy {
+        rdhost_model::Policy {
+            single_session_per_user: self.single_session_per_user,
+            max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// The `Config keys` section of `rdhost serve --help`.
+pub const CONFIG_KEYS_HELP: &str = "\
+Config keys (TOML, all optional; a flag beats the file, the file beats the default;
+unknown keys are errors):
+  listen = \"0.0.0.0:3389\"          Address and port to accept RDP on.                 --listen
+  state_dir = \"/var/lib/rdhost\"    Users file and TLS certificate (relative paths are
+                                   relative to the config file). Default: /var/lib/rdhost
+                                   as root, else $XDG_STATE_HOME/rdhost or
+                                   ~/.local/state/rdhost.                             --state-dir
+  desktop = \"terminal\"             Session desktop: terminal (built-in shell).        --desktop
+  security = \"negotiate\"           negotiate | tls | nla. nla needs users-file
+                                   accounts added with --nt-hash.                     --security
+  auth = \"auto\"                    auto (users file if it has users, else PAM)
+                                   | users-file | pam.                                --auth
+  single_session_per_user = true   A user logging on again takes over their running
+                                   session instead of getting a second one.
+  max_sessions = 50                Limit on concurrent sessions (default: none).      --max-sessions
+  handshake_timeout_secs = 10      Drop connections that have not finished the RDP
+                                   handshake (including logon) in time.
+  font_px = 16.0                   Terminal desktop font size in pixels.
+  default_size = \"1024x768\"        Desktop size when the client asks for none.
+  log = \"info\"                     Log filter: error | warn | info | debug | trace,
+                                   or per module: \"rdhost=debug,info\".                --log";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, Path::new("/etc/rdhost/rdhost.toml"))
+    }
+
+    fn defaults() -> Option<PathBuf> {
+        Some(PathBuf::from("/default/state"))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let c = ServeConfig::from_settings(Settings::default(), defaults()).unwrap();
+        assert_eq!(
+            c,
+            ServeConfig {
+                listen: "0.0.0.0:3389".parse().unwrap(),
+                state_dir: "/default/state".into(),
+                desktop: DesktopKind::Terminal,
+                security: SecurityMode::Negotiate,
+                auth: AuthBackendKind::Auto,
+                single_session_per_user: true,
+                max_sessions: None,
+                handshake_timeout_secs: 10,
+                font_px: 16.0,
+                default_size: (1024, 768),
+                log: "info".into(),
+            }
+        );
+        assert_eq!(
+            c.policy(),
+            rdhost_model::Policy {
+                single_session_per_user: true,
+                max_sessions: None
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let s = parse(
+            r#"
+            listen = "127.0.0.1:13389"
+            state_dir = "/srv/rdhost"
+            desktop = "terminal"
+            security = "nla"
+            auth = "users-file"
+            single_session_per_user = false
+            max_sessions = 5
+            handshake_timeout_secs = 30
+            font_px = 20.5
+            default_size = "1280x800"
+            log = "rdhost=debug,info"
+            "#,
+        )
+        .unwrap();
+        let c = ServeConfig::from_settings(s, defaults()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:13389".parse().unwrap());
+        assert_eq!(c.state_dir, PathBuf::from("/srv/rdhost"));
+        assert_eq!(
+            (c.security, c.auth),
+            (SecurityMode::Nla, AuthBackendKind::UsersFile)
+        );
+        assert_eq!(
+            (c.single_session_per_user, c.max_sessions),
+            (false, Some(5))
+        );
+        assert_eq!(
+            (c.handshake_timeout_secs, c.font_px, c.default_size),
+            (30, 20.5, (1280, 800))
+        );
+        assert_eq!(c.log, "rdhost=debug,info");
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file =
+            parse("listen = \"127.0.0.1:1000\"\nlog = \"debug\"\nstate_dir = \"/file/state\"\n")
+                .unwrap();
+        let flags = Settings {
+            listen: Some("127.0.0.1:2000".parse().unwrap()),
+            ..Settings::default()
+        };
+        let c = ServeConfig::from_settings(flags.over(file), defaults()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2000".parse().unwrap(), "flag wins");
+        assert_eq!(c.log, "debug", "file beats default");
+        assert_eq!(
+            c.state_dir,
+            PathBuf::from("/file/state"),
+            "file beats default state dir"
+        );
+        assert_eq!(c.handshake_timeout_secs, 10, "default when neither");
+    }
+
+    #[test]
+    fn resolve_reads_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rdhost.toml");
+        std::fs::write(&path, "state_dir = \"state\"\nmax_sessions = 3\n").unwrap();
+        let flags = Settings {
+            max_sessions: Some(7),
+            ..Settings::default()
+        };
+        let c = ServeConfig::resolve(flags, Some(&path)).unwrap();
+        assert_eq!(
+            c.state_dir,
+            tmp.path().join("state"),
+            "relative to the file"
+        );
+        assert_eq!(c.max_sessions, Some(7));
+        let err = ServeConfig::resolve(Settings::default(), Some(&tmp.path().join("missing.toml")))
+            .unwrap_err();
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse("listen = \"0.0.0.0:3389\"\nlisten_port = 3389\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(err.contains("/etc/rdhost/rdhost.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let cases = [
+            ("desktop = \"x11\"", "x11"),
+            ("security = \"rdp\"", "rdp"),
+            ("listen = \"3389\"", "listen"),
+            ("default_size = \"big\"", "WIDTHxHEIGHT"),
+            ("default_size = \"100x100\"", "between 200 and 8192"),
+            ("max_sessions = -1", "max_sessions"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let invalid = [
+            (
+                Settings {
+                    max_sessions: Some(0),
+                    ..Default::default()
+                },
+                "max_sessions",
+            ),
+            (
+                Settings {
+                    handshake_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "handshake_timeout_secs",
+            ),
+            (
+                Settings {
+                    font_px: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "font_px",
+            ),
+            (
+                Settings {
+                    font_px: Some(500.0),
+                    ..Default::default()
+                },
+                "font_px",
+            ),
+            (
+                Settings {
+                    log: Some("rdhost=loud".into()),
+                    ..Default::default()
+                },
+                "log",
+            ),
+        ];
+        for (s, key) in invalid {
+            let err = ServeConfig::from_settings(s, defaults())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+        let err = ServeConfig::from_settings(Settings::default(), None).unwrap_err();
+        assert!(err.to_string().contains("--state-dir"), "{err}");
+    }
+
+    #[test]
+    fn size_parsing() {
+        assert_eq!(
+            "1280x800".parse::<DesktopSize>(),
+            Ok(DesktopSize {
+                width: 1280,
+                height: 800
+            })
+        );
+        assert_eq!(
+            "1280X800".parse::<DesktopSize>().unwrap().to_string(),
+            "1280x800"
+        );
+        assert!("1280".parse::<DesktopSize>().is_err());
+        assert!("1280x99999".parse::<DesktopSize>().is_err());
+    }
+
+    #[test]
+    fn help_lists_every_key() {
+        for key in [
+            "listen",
+            "state_dir",
+            "desktop",
+            "security",
+            "auth",
+            "single_session_per_user",
+            "max_sessions",
+            "handshake_timeout_secs",
+            "font_px",
+            "default_size",
+            "log",
+        ] {
+            assert!(
+                CONFIG_KEYS_HELP.contains(&format!("  {key} = ")),
+                "{key} missing from help"
+            );
+            // And the file accepts it.
+            let text = format!("{key} = {}", sample_value(key));
+            parse(&text).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+    }
+
+    fn sample_value(key: &str) -> &'static str {
+        match key {
+            "listen" => "\"[::]:3389\"",
+            "state_dir" => "\"/x\"",
+            "desktop" => "\"terminal\"",
+            "security" => "\"tls\"",
+            "auth" => "\"pam\"",
+            "single_session_per_user" => "true",
+            "max_sessions" | "handshake_timeout_secs" => "3",
+            "font_px" => "12.0",
+            "default_size" => "\"800x600\"",
+            _ => "\"warn\"",
+        }
+    }
+}
