@@ -9,3 +9,4 @@ pub mod state_dir;
 pub mod tls;
 pub mod user_cmd;
 pub mod users;
+pub mod wiring;

@@ -43,10 +43,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-/// Placeholder until the daemon wiring is connected: to be replaced by
-/// `rdhost::wiring::serve(config).await` (returning `ExitCode::SUCCESS` on a clean shutdown).
 async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
-    let _ = config;
-    eprintln!("serve: wiring not yet connected");
-    Ok(ExitCode::from(2))
+    rdhost::wiring::serve(config).await?;
+    Ok(ExitCode::SUCCESS)
 }
