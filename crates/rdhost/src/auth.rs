@@ -260,15 +260,23 @@ impl Authenticator for UsersFileAuth {
     }
 
     fn nla_ready(&self) -> bool {
-        self.users().is_ok_and(|f| !f.users.is_empty() && f.users.iter().all(|u| u.nt_hash_bytes().is_some()))
+        self.users().is_ok_and(|f| {
+            !f.users.is_empty() && f.users.iter().all(|u| u.nt_hash_bytes().is_some())
+        })
     }
 
     fn identity_after_nla(&self, user: &str) -> Result<Identity, AuthError> {
         let (name, _) = split_domain(user, None);
         let users = self.users()?;
         let entry = users.get(name).ok_or(AuthError::BadCredentials)?;
-        let run_as = self.policy.resolve(entry.system_user.as_deref(), &format!("users-file account {name:?}"))?;
-        Ok(Identity { user: entry.name.clone(), run_as })
+        let run_as = self.policy.resolve(
+            entry.system_user.as_deref(),
+            &format!("users-file account {name:?}"),
+        )?;
+        Ok(Identity {
+            user: entry.name.clone(),
+            run_as,
+        })
     }
 
     fn describe(&self) -> String {
@@ -801,6 +809,53 @@ mod tests {
             "carol"
         );
         assert_eq!(auto.nt_hash("carol"), Some(nt_hash("pw")));
+    }
+
+    #[test]
+    fn nla_readiness_and_identity_after_nla() {
+        let (_tmp, path) = setup();
+        let root = RunAsPolicy::Root {
+            host_user: "root".into(),
+        };
+        let auth = UsersFileAuth::new(&path, root.clone());
+        assert!(!auth.nla_ready(), "no users: NLA cannot check anyone");
+        write_users(&path, &[UserEntry::new("nla", "pw", None, true).unwrap()]);
+        assert!(auth.nla_ready());
+        let id = auth.identity_after_nla("DOM\\nla").unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.run_as.map(|u| u.uid)),
+            ("nla", Some(0))
+        );
+        assert_eq!(
+            auth.identity_after_nla("ghost"),
+            Err(AuthError::BadCredentials)
+        );
+
+        // One account without an NT hash: NLA could not check it, so not ready.
+        write_users(
+            &path,
+            &[
+                UserEntry::new("nla", "pw", None, true).unwrap(),
+                UserEntry::new("plain", "pw", None, false).unwrap(),
+            ],
+        );
+        assert!(!auth.nla_ready());
+
+        let pam = PamAuth::new(PAM_SERVICE, root);
+        assert!(!pam.nla_ready());
+        assert!(matches!(
+            pam.identity_after_nla("root"),
+            Err(AuthError::Backend(_))
+        ));
+
+        let auto = AutoAuth::new(
+            UsersFileAuth::new(
+                tempfile::tempdir().unwrap().path().join("u.toml"),
+                RunAsPolicy::SingleUser,
+            ),
+            PamAuth::new(PAM_SERVICE, RunAsPolicy::SingleUser),
+        );
+        assert!(!auto.nla_ready(), "empty users file: PAM decides, no NLA");
     }
 
     #[test]
