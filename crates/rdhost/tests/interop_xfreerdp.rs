@@ -104,7 +104,11 @@ struct Display {
 
 impl Display {
     fn start() -> Display {
-        let dir = tempfile::tempdir().expect("temp dir");
+        // Tests run in parallel threads: two of them probing the same number at once would both
+        // see the winner's socket and think it theirs. One allocation at a time.
+        static ALLOCATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = ALLOCATING.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dir = tempfile::tempdir().expect("temp dir");
         for number in 60..600 {
             let taken = Path::new(&format!("/tmp/.X{number}-lock")).exists()
                 || Path::new(&format!("/tmp/.X11-unix/X{number}")).exists();
@@ -130,12 +134,17 @@ impl Display {
                 continue;
             }
             assert!(socket.exists(), "Xvfb :{number} did not create its socket");
-            let display = Display { number, dir, _server: server };
+            let mut display = Display { number, dir, _server: server };
             // The socket exists slightly before the server accepts; a query confirms it.
             let deadline = Instant::now() + Duration::from_secs(10);
             while !display.xdotool(&["getdisplaygeometry"]).status.success() {
                 assert!(Instant::now() < deadline, "Xvfb :{number} does not answer");
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            // Another process may have won the number between our check and our start.
+            if display._server.exited().is_some() {
+                dir = display.dir;
+                continue;
             }
             return display;
         }

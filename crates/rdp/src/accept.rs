@@ -218,8 +218,19 @@ async fn accept_inner<A: Authenticate>(
     Ok(Accepted { identity, terminal })
 }
 
+/// The whole cause chain: IronRDP's top-level message says where, its sources say what.
 fn handshake_err(e: ConnectorError) -> AcceptError {
-    AcceptError::Handshake(format!("{e:#}"))
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    AcceptError::Handshake(text)
 }
 
 /// MS-RDPEPS: a client asking for a particular session sends a pre-connection PDU before the
