@@ -415,6 +415,35 @@ fn xfreerdp_with_a_wrong_password_is_refused() {
     assert!(shown_sessions(&host.log()).is_empty(), "no session is shown:\n{}", host.log());
 }
 
+/// FreeRDP's exit code when NLA reports a logon failure (XF_EXIT_LOGON_FAILURE).
+const XF_EXIT_LOGON_FAILURE: i32 = 134;
+
+#[test]
+fn xfreerdp_with_a_wrong_password_under_nla_exits_with_its_logon_failure_code() {
+    if !tools_present("xfreerdp interop") {
+        return;
+    }
+    let display = Display::start();
+    let host = Host::start_nla(&[USER], "");
+
+    let mut client = display.xfreerdp(&host, USER.0, "not-the-password", "nla-wrong");
+    let status = client
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("xfreerdp did not give up; its output:\n{}", display.client_log("nla-wrong")));
+    assert_eq!(status.code(), Some(XF_EXIT_LOGON_FAILURE), "output:\n{}", display.client_log("nla-wrong"));
+    assert!(host.wait_log("(NLA)", WAIT), "host logs the failed NLA logon:\n{}", host.log());
+    assert!(shown_sessions(&host.log()).is_empty(), "no session exists:\n{}", host.log());
+
+    // The right password over NLA gets a session (after the throttle's delay for the failure).
+    let mut client = display.xfreerdp(&host, USER.0, USER.1, "nla-right");
+    let window = display.window_of(&mut client, "nla-right");
+    assert!(
+        display.wait_any(&window, &["$", "#"], "xfreerdp-nla-prompt").is_some(),
+        "a shell prompt shows over NLA; host log:\n{}",
+        host.log()
+    );
+}
+
 /// FreeRDP's exit code for ERRINFO_LOGOFF_BY_USER (0xC).
 const XF_EXIT_LOGOFF: i32 = 12;
 

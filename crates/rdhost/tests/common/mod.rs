@@ -23,9 +23,18 @@ impl Host {
     /// Start a host with `users` (name, password) in its users file and `config` as its TOML
     /// config file (may be empty).
     pub fn start(users: &[(&str, &str)], config: &str) -> Host {
+        Self::start_with(users, config, false)
+    }
+
+    /// Like [`Host::start`], with NT hashes stored for every user, so NLA is offered.
+    pub fn start_nla(users: &[(&str, &str)], config: &str) -> Host {
+        Self::start_with(users, config, true)
+    }
+
+    fn start_with(users: &[(&str, &str)], config: &str, nt_hashes: bool) -> Host {
         let state = tempfile::tempdir().expect("temp state dir");
         for (name, password) in users {
-            add_user(state.path(), name, password);
+            add_user(state.path(), name, password, nt_hashes);
         }
         let config_path = state.path().join("rdhost.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -133,10 +142,11 @@ impl Drop for Host {
     }
 }
 
-pub fn add_user(state: &Path, name: &str, password: &str) {
+pub fn add_user(state: &Path, name: &str, password: &str, nt_hash: bool) {
     let mut child = Command::new(BIN)
         .args(["user", "add", name, "--state-dir"])
         .arg(state)
+        .args(nt_hash.then_some("--nt-hash"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
