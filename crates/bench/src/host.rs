@@ -1,0 +1,196 @@
+//! A real `rdhost serve` on 127.0.0.1 with an ephemeral port and its own state directory.
+//! Dropping the handle stops it (SIGTERM, then SIGKILL), kills any of its descendants that
+//! outlived it, and removes the state directory.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::procfs;
+
+/// Lines of the host's log kept for error messages.
+const LOG_LINES: usize = 200;
+
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// A fresh directory under the system temp dir (removed by [`Host`]'s drop).
+fn make_dir(label: &str) -> Result<PathBuf> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("rdhost-bench-{label}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+pub fn add_users(bin: &Path, state: &Path, users: &[(String, String)]) -> Result<()> {
+    // One after the other: each rewrites the users file.
+    for (name, password) in users {
+        let mut child = Command::new(bin)
+            .args(["user", "add", name, "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("run {} user add", bin.display()))?;
+        writeln!(child.stdin.take().unwrap(), "{password}")?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("rdhost user add {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Start a host with `users` (name, password) and `config` as its TOML config file.
+    pub fn start(bin: &Path, label: &str, users: &[(String, String)], config: &str) -> Result<Host> {
+        let dir = make_dir(label)?;
+        // From here on the directory is removed on error too.
+        let cleanup = DirGuard(Some(dir.clone()));
+        add_users(bin, &dir, users)?;
+        let config_path = dir.join("rdhost.toml");
+        std::fs::write(&config_path, config)?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&dir)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {} serve", bin.display()))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                if log.len() == LOG_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("rdhost listening on ") {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                }
+            }
+        });
+        let mut host = Host { child, addr: "127.0.0.1:0".parse().unwrap(), dir, log };
+        std::mem::forget(cleanup); // the host owns the directory now
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => host.addr = addr,
+            Ok(Err(e)) => bail!("rdhost printed a bad listen address: {e}\n{}", host.log()),
+            Err(_) => bail!("rdhost did not print its listen address within 60 s; its log:\n{}", host.log()),
+        }
+        Ok(host)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the host's log.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!("rdhost exited ({status}); its log:\n{}", self.log());
+        }
+        Ok(())
+    }
+
+    pub fn client(&self, user: &str, password: &str) -> rdhost_client::ClientConfig {
+        let mut cfg = rdhost_client::ClientConfig::new(self.addr, user, password);
+        cfg.width = 1024;
+        cfg.height = 768;
+        cfg.connect_timeout = Duration::from_secs(30);
+        cfg.client_name = "rdhost-bench".into();
+        cfg
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id();
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // Its sessions' processes, to check afterwards that none outlived the host.
+        let descendants: Vec<(u32, u64)> = procfs::descendants(pid)
+            .into_iter()
+            .filter_map(|p| procfs::start_time(p).map(|t| (p, t)))
+            .collect();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut exited = false;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !exited {
+            eprintln!("rdhost-bench: host {pid} ignored SIGTERM for 10 s; killing it");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Give the sessions a moment to see their PTYs close, then kill what is left (same pid
+        // *and* start time, so never a recycled pid).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let left: Vec<u32> = descendants
+                .iter()
+                .filter(|(p, t)| procfs::start_time(*p) == Some(*t))
+                .map(|(p, _)| *p)
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("rdhost-bench: {} session processes outlived the host; killing them", left.len());
+                for p in left {
+                    let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! What /proc says about a process tree: memory (VmRSS, PSS) and CPU time (utime + stime).
+
+use std::collections::HashMap;
+use std::fs;
+
+/// (ppid, utime + stime in ticks, start time in ticks) from /proc/PID/stat.
+fn stat(pid: u32) -> Option<(u32, u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): field n is f[n - 3].
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let start: u64 = f.get(19)?.parse().ok()?;
+    Some((ppid, utime + stime, start))
+}
+
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.2)
+}
+
+fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every descendant of `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for pid in all_pids() {
+        if let Some((ppid, _, _)) = stat(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+/// A `Key:   123 kB` value of a /proc file, in KiB.
+fn kib(path: &str, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+pub struct Memory {
+    /// VmRSS of the host process itself.
+    pub host_rss_kib: u64,
+    /// Sum of PSS of the host's descendants (session shells and whatever they run).
+    pub children_pss_kib: u64,
+    pub children: usize,
+}
+
+pub fn memory(host: u32) -> Option<Memory> {
+    let host_rss_kib = kib(&format!("/proc/{host}/status"), "VmRSS")?;
+    let kids = descendants(host);
+    let children_pss_kib = kids
+        .iter()
+        .filter_map(|p| kib(&format!("/proc/{p}/smaps_rollup"), "Pss"))
+        .sum();
+    Some(Memory { host_rss_kib, children_pss_kib, children: kids.len() })
+}
+
+/// CPU ticks used so far by each process of the tree (host included), keyed by (pid, start).
+pub fn cpu_ticks(host: u32) -> HashMap<(u32, u64), u64> {
+    std::iter::once(host)
+        .chain(descendants(host))
+        .filter_map(|p| stat(p).map(|(_, t, start)| ((p, start), t)))
+        .collect()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails, the Linux default).
+pub fn ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100)
+}
