@@ -44,6 +44,17 @@ pub enum AuthBackendKind {
     Pam,
 }
 
+/// Which codec the host prefers when a client offers several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodecChoice {
+    /// RemoteFX when the client decodes it, else lossless planar bitmaps.
+    #[default]
+    Auto,
+    /// Lossless planar bitmaps even when RemoteFX is offered (sharpest text, more bytes for photos).
+    Lossless,
+}
+
 /// A desktop size `WIDTHxHEIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DesktopSize {
@@ -100,6 +111,7 @@ pub struct Settings {
     pub max_sessions: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
     pub font_px: Option<f32>,
+    pub codec: Option<CodecChoice>,
     pub default_size: Option<DesktopSize>,
     pub log: Option<String>,
 }
@@ -142,6 +154,7 @@ impl Settings {
             max_sessions: self.max_sessions.or(lower.max_sessions),
             handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
             font_px: self.font_px.or(lower.font_px),
+            codec: self.codec.or(lower.codec),
             default_size: self.default_size.or(lower.default_size),
             log: self.log.or(lower.log),
         }
@@ -177,6 +190,7 @@ pub struct ServeConfig {
     pub max_sessions: Option<usize>,
     pub handshake_timeout_secs: u64,
     pub font_px: f32,
+    pub codec: CodecChoice,
     /// Desktop size when the client states none (width, height).
     pub default_size: (u16, u16),
     /// A tracing filter (`info`, `rdhost=debug,info`, …).
@@ -250,6 +264,7 @@ impl ServeConfig {
             max_sessions: s.max_sessions,
             handshake_timeout_secs,
             font_px,
+            codec: s.codec.unwrap_or_default(),
             default_size: s.default_size.map_or(DEFAULT_SIZE, |d| (d.width, d.height)),
             log,
         })
@@ -284,6 +299,8 @@ unknown keys are errors):
   handshake_timeout_secs = 10      Drop connections that have not finished the RDP
                                    handshake (including logon) in time.
   font_px = 16.0                   Terminal desktop font size in pixels.
+  codec = \"auto\"                   auto (RemoteFX when the client offers it, else
+                                   lossless planar) | lossless (always planar).
   default_size = \"1024x768\"        Desktop size when the client asks for none.
   log = \"info\"                     Log filter: error | warn | info | debug | trace,
                                    or per module: \"rdhost=debug,info\".                --log";
@@ -315,6 +332,7 @@ mod tests {
                 max_sessions: None,
                 handshake_timeout_secs: 10,
                 font_px: 16.0,
+                codec: CodecChoice::Auto,
                 default_size: (1024, 768),
                 log: "info".into(),
             }
@@ -504,6 +522,7 @@ mod tests {
             "max_sessions",
             "handshake_timeout_secs",
             "font_px",
+            "codec",
             "default_size",
             "log",
         ] {
@@ -527,6 +546,7 @@ mod tests {
             "single_session_per_user" => "true",
             "max_sessions" | "handshake_timeout_secs" => "3",
             "font_px" => "12.0",
+            "codec" => "\"lossless\"",
             "default_size" => "\"800x600\"",
             _ => "\"warn\"",
         }

@@ -206,3 +206,71 @@ async fn a_second_login_takes_over_the_session_and_the_first_is_told_why() {
     shows_new_token(&mut b, "takeover-b").await;
     b.disconnect().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_one_character_sends_only_what_changed() {
+    let host = Host::start(&[("dora", "dora-pw-1")], "");
+    let mut client = rdhost_client::connect(host.client("dora", "dora-pw-1")).await.expect("logs in");
+    assert!(client.pump_until(WAIT, |c| on_screen(c, "#") || on_screen(c, "$")).await.unwrap(), "a prompt appears");
+    client.pump_until_idle(Duration::from_millis(300), WAIT).await.unwrap();
+    let full_screen = client.bytes_received();
+    let before = client.bytes_received();
+    client.type_text("q").await.unwrap();
+    assert!(client.pump_until(WAIT, |c| on_screen(c, "q")).await.unwrap(), "the typed character is echoed");
+    client.pump_until_idle(Duration::from_millis(300), WAIT).await.unwrap();
+    let for_one_char = client.bytes_received() - before;
+    assert!(
+        for_one_char * 20 < full_screen,
+        "one character cost {for_one_char} bytes; the whole first screen cost {full_screen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_follows_the_clients_size() {
+    let host = Host::start(&[("erin", "erin-pw-1")], "");
+    let mut client = rdhost_client::connect(host.client("erin", "erin-pw-1")).await.expect("logs in");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !client.display_control_ready() {
+        assert!(std::time::Instant::now() < deadline, "display control opens");
+        client.pump_for(Duration::from_millis(50)).await.unwrap();
+    }
+    let (command, token) = shell_token();
+    client.type_text(&command).await.unwrap();
+    assert!(client.pump_until(WAIT, |c| on_screen(c, &token)).await.unwrap());
+
+    client.request_resize(800, 600).await.unwrap();
+    assert!(
+        client.pump_until(WAIT, |c| c.width() == 800 && c.height() == 600 && on_screen(c, &token)).await.unwrap(),
+        "the session is redrawn at 800x600 (now {}x{})",
+        client.width(),
+        client.height()
+    );
+    client.disconnect().await.unwrap();
+
+    // A reconnect with another size resizes the session too, keeping its contents.
+    let mut cfg = host.client("erin", "erin-pw-1");
+    cfg.width = 1280;
+    cfg.height = 720;
+    let mut again = rdhost_client::connect(cfg).await.expect("logs in again");
+    assert!(
+        again.pump_until(WAIT, |c| c.width() == 1280 && on_screen(c, &token)).await.unwrap(),
+        "the session takes the new client's size"
+    );
+    again.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossless_codec_draws_exact_text() {
+    let host = Host::start(&[("finn", "finn-pw-1")], "codec = \"lossless\"\n");
+    let mut client = rdhost_client::connect(host.client("finn", "finn-pw-1")).await.expect("logs in");
+    let (command, token) = shell_token();
+    assert!(client.pump_until(WAIT, |c| on_screen(c, "#") || on_screen(c, "$")).await.unwrap());
+    client.type_text(&command).await.unwrap();
+    assert!(client.pump_until(WAIT, |c| on_screen(c, &token)).await.unwrap(), "output arrives over planar");
+    let codecs = client.codecs_seen();
+    assert!(
+        codecs.iter().all(|(codec, _)| *codec == rdhost_client::Codec::Planar),
+        "only lossless planar bitmaps were sent: {codecs:?}"
+    );
+    client.disconnect().await.unwrap();
+}

@@ -156,6 +156,9 @@ impl Terminal {
         if let Err(end) = self.write(&default_pointer()).await {
             return end;
         }
+        if let Err(end) = self.start_channels().await {
+            return end;
+        }
         for frame in std::mem::take(&mut self.early_input) {
             if let Err(end) = self.handle_pdu(&frame, &desktop).await {
                 return end;
@@ -234,6 +237,20 @@ impl Terminal {
                 },
             }
         }
+    }
+
+    /// Virtual channels speak first (the dynamic-channel server offers its capabilities and
+    /// opens display control); once per connection, not again after a reactivation.
+    async fn start_channels(&mut self) -> Result<(), TerminalEnd> {
+        let mut out = Vec::new();
+        for (_, channel, channel_id) in self.static_channels.iter_mut() {
+            let Some(channel_id) = channel_id else { continue };
+            let messages = channel.start().map_err(|e| TerminalEnd::ConnectionLost(format!("virtual channel start: {e}")))?;
+            let bytes = server_encode_svc_messages(messages, channel_id, self.channels.user)
+                .map_err(|e| TerminalEnd::ConnectionLost(format!("virtual channel start: {e}")))?;
+            out.extend(bytes);
+        }
+        self.write(&out).await
     }
 
     fn attach(&mut self, desktop: &Arc<dyn Desktop>) {

@@ -15,7 +15,7 @@ use tokio_util::task::LocalPoolHandle;
 use tracing::{info, warn};
 
 use crate::auth::{self, RunAsPolicy};
-use crate::config::{SecurityMode, ServeConfig};
+use crate::config::{CodecChoice, SecurityMode, ServeConfig};
 use crate::state_dir::StateDir;
 use crate::tls;
 
@@ -39,7 +39,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         security,
         handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
         default_size: Size::new(config.default_size.0, config.default_size.1),
-        codec: Default::default(),
+        codec: match config.codec {
+            CodecChoice::Auto => rdhost_rdp::CodecPreference::Auto,
+            CodecChoice::Lossless => rdhost_rdp::CodecPreference::Lossless,
+        },
         public_key: identity.public_key.clone(),
     };
 
