@@ -159,6 +159,21 @@ fn copy_rect(pixels: &[u8], size: Size, rect: Rect) -> Vec<u8> {
     out
 }
 
+/// Widen `rect` to multiples of `align` in x, within `width`; when the canvas edge stops it,
+/// the rectangle grows to the left instead.
+fn align_rect(rect: Rect, align: u16, width: u16) -> Rect {
+    if align <= 1 || rect.is_empty() || width < align {
+        return rect;
+    }
+    let left = rect.x - rect.x % align;
+    let right = (rect.right() as u16).div_ceil(align) * align;
+    let right = right.min(width);
+    let w = (right - left).div_ceil(align) * align;
+    let w = w.min(width);
+    let left = right.saturating_sub(w).min(left);
+    Rect::new(left, rect.y, w.min(width - left), rect.height)
+}
+
 /// One reader's view of a canvas. Dropping it unsubscribes.
 pub struct Subscription {
     canvas: Arc<Canvas>,
@@ -179,6 +194,13 @@ impl Subscription {
 
     /// Take everything that changed since the last call, with its pixels; `None` if nothing did.
     pub fn take(&mut self) -> Option<Frame> {
+        self.take_aligned(1)
+    }
+
+    /// Like [`take`](Self::take), with every rectangle widened (using the canvas' real pixels)
+    /// so that its x and width are multiples of `align` where the canvas allows: some codecs
+    /// only encode such widths.
+    pub fn take_aligned(&mut self, align: u16) -> Option<Frame> {
         let mut state = self.canvas.state.lock().unwrap();
         let size = state.size;
         let sub = state.subscribers.iter_mut().find(|s| s.id == self.id)?;
@@ -189,7 +211,7 @@ impl Subscription {
         let rects = std::mem::take(&mut sub.rects);
         let regions = rects
             .into_iter()
-            .map(|r| r.intersect(size.rect()))
+            .map(|r| align_rect(r.intersect(size.rect()), align, size.width))
             .filter(|r| !r.is_empty())
             .map(|rect| CanvasUpdate { rect, pixels: copy_rect(&state.pixels, size, rect) })
             .collect();
@@ -251,6 +273,22 @@ mod tests {
         }
         let frame = sub.take().unwrap();
         assert!(frame.regions.len() <= MAX_DAMAGE_RECTS);
+    }
+
+    #[test]
+    fn aligned_rectangles_are_multiples_of_the_alignment() {
+        for (rect, width, expected) in [
+            (Rect::new(5, 0, 3, 2), 100, Rect::new(4, 0, 4, 2)),
+            (Rect::new(5, 0, 10, 2), 100, Rect::new(4, 0, 12, 2)),
+            (Rect::new(0, 0, 1, 1), 100, Rect::new(0, 0, 4, 1)),
+            // At the right edge of a canvas 102 wide, the rectangle grows to the left.
+            (Rect::new(100, 0, 2, 1), 102, Rect::new(98, 0, 4, 1)),
+        ] {
+            let got = align_rect(rect, 4, width);
+            assert_eq!(got, expected, "{rect:?} in {width}");
+            assert_eq!(got.width % 4, 0);
+            assert!(got.x <= rect.x && got.right() >= rect.right());
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl Terminal {
                     }
                 },
                 () = screen.changed(), if !suppressed => {
-                    let Some(frame) = screen.take() else { continue };
+                    let Some(frame) = screen.take_aligned(self.encoder.x_alignment()) else { continue };
                     if frame.size != self.size {
                         if !self.negotiated.resizable {
                             // The client cannot follow: keep the desktop at its size.
