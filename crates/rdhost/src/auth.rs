@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::AuthBackendKind;
-use crate::users::{UsersFile, verify_password};
+use crate::users::{UserEntry, UsersFile, verify_password};
 
 /// Who logged on, and which system account their session runs as (`None`: the host's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +228,20 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+impl UsersFileAuth {
+    /// Who a users-file account is once its password (or NLA) checked out.
+    fn identity_of(&self, entry: &UserEntry) -> Result<Identity, AuthError> {
+        let run_as = self.policy.resolve(
+            entry.system_user.as_deref(),
+            &format!("users-file account {:?}", entry.name),
+        )?;
+        Ok(Identity {
+            user: entry.name.clone(),
+            run_as,
+        })
+    }
+}
+
 impl Authenticator for UsersFileAuth {
     fn authenticate(
         &self,
@@ -244,14 +258,7 @@ impl Authenticator for UsersFileAuth {
         if !verify_password(&entry.password_hash, password) {
             return Err(AuthError::BadCredentials);
         }
-        let run_as = self.policy.resolve(
-            entry.system_user.as_deref(),
-            &format!("users-file account {name:?}"),
-        )?;
-        Ok(Identity {
-            user: entry.name.clone(),
-            run_as,
-        })
+        self.identity_of(entry)
     }
 
     fn nt_hash(&self, user: &str) -> Option<[u8; 16]> {
@@ -269,14 +276,7 @@ impl Authenticator for UsersFileAuth {
         let (name, _) = split_domain(user, None);
         let users = self.users()?;
         let entry = users.get(name).ok_or(AuthError::BadCredentials)?;
-        let run_as = self.policy.resolve(
-            entry.system_user.as_deref(),
-            &format!("users-file account {name:?}"),
-        )?;
-        Ok(Identity {
-            user: entry.name.clone(),
-            run_as,
-        })
+        self.identity_of(entry)
     }
 
     fn describe(&self) -> String {
