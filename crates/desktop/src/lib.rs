@@ -7,6 +7,7 @@
 pub mod canvas;
 pub mod input;
 pub mod terminal;
+pub mod x11;
 
 pub use canvas::{Canvas, CanvasUpdate, Frame, Subscription};
 pub use input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
@@ -44,7 +45,12 @@ pub struct Rect {
 
 impl Rect {
     pub const fn new(x: u16, y: u16, width: u16, height: u16) -> Self {
-        Self { x, y, width, height }
+        Self {
+            x,
+            y,
+            width,
+            height,
+        }
     }
     pub fn is_empty(self) -> bool {
         self.width == 0 || self.height == 0
@@ -117,4 +123,21 @@ pub trait Desktop: Send + Sync {
     fn ended(&self) -> tokio::sync::watch::Receiver<Option<DesktopEnd>>;
     /// End the desktop and every process in it (logoff). Idempotent.
     fn terminate(&self);
+    /// The pointer shape now, and its changes. `None` is the client's default arrow, which is
+    /// all a desktop without a cursor of its own (the terminal desktop) ever shows.
+    fn cursor(&self) -> tokio::sync::watch::Receiver<Option<Arc<CursorShape>>> {
+        tokio::sync::watch::channel(None).1
+    }
+}
+
+/// A pointer image, as the desktop draws it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorShape {
+    pub width: u16,
+    pub height: u16,
+    /// The pixel that is the pointer's position, from the image's top-left corner.
+    pub hotspot_x: u16,
+    pub hotspot_y: u16,
+    /// BGRA with straight (not premultiplied) alpha, rows top to bottom, `width * 4` bytes each.
+    pub bgra: Vec<u8>,
 }
