@@ -12,6 +12,7 @@
 
 mod host;
 mod procfs;
+mod x11;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -52,6 +53,20 @@ struct Args {
     /// Length of the CPU measurement in seconds (default 10, quick 3).
     #[arg(long)]
     cpu_secs: Option<u64>,
+    /// Measure X desktops instead (issue 3): input-to-pixel latency, full-screen animation fps
+    /// and CPU, idle CPU and memory per x11 session. Needs an X server, the rdhost-xprobe
+    /// programs built next to rdhost, and for the idle figure a window manager and terminal.
+    #[arg(long)]
+    x11: bool,
+    /// x11: key presses for the latency figure (default 200, quick 20).
+    #[arg(long)]
+    presses: Option<usize>,
+    /// x11: idle sessions for the idle CPU and memory figures (default 5, quick 2).
+    #[arg(long)]
+    x11_sessions: Option<usize>,
+    /// x11: length of the idle CPU measurement in seconds (default 60, quick 5).
+    #[arg(long)]
+    idle_secs: Option<u64>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -92,6 +107,17 @@ struct Settings {
 
 async fn run(args: &Args, bin: PathBuf) -> Result<()> {
     let q = args.quick;
+    if args.x11 {
+        let settings = x11::X11Settings {
+            presses: args.presses.unwrap_or(if q { 20 } else { 200 }),
+            animation_secs: if q { 3 } else { 10 },
+            idle_sessions: args.x11_sessions.unwrap_or(if q { 2 } else { 5 }),
+            idle_secs: args.idle_secs.unwrap_or(if q { 5 } else { 60 }),
+        };
+        let figures = x11::run(&bin, &settings).await?;
+        x11::report(&figures);
+        return Ok(());
+    }
     let s = Settings {
         iterations: args.iterations.unwrap_or(if q { 3 } else { 20 }),
         chars: args.chars.unwrap_or(if q { 10 } else { 50 }),

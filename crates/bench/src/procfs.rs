@@ -92,3 +92,27 @@ pub fn ticks_per_sec() -> u64 {
         .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
         .unwrap_or(100)
 }
+
+/// The command name (`comm`, at most 15 bytes) of a process.
+fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_owned())
+}
+
+/// CPU ticks used so far by the tree (host included), summed per command name.
+pub fn cpu_by_name(host: u32) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for pid in std::iter::once(host).chain(descendants(host)) {
+        if let (Some(name), Some((_, ticks, _))) = (comm(pid), stat(pid)) {
+            *out.entry(name).or_default() += ticks;
+        }
+    }
+    out
+}
+
+/// PSS in KiB of each descendant of `host`, with its command name.
+pub fn pss_by_name(host: u32) -> Vec<(String, u64)> {
+    descendants(host)
+        .into_iter()
+        .filter_map(|p| Some((comm(p)?, kib(&format!("/proc/{p}/smaps_rollup"), "Pss")?)))
+        .collect()
+}
