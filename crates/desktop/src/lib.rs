@@ -6,6 +6,7 @@
 
 pub mod canvas;
 pub mod input;
+pub mod process;
 pub mod terminal;
 pub mod x11;
 

@@ -11,10 +11,9 @@ pub mod probe;
 mod pty;
 mod render;
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 
+use crate::process::{self, Containment, Identity, IdentityError, SessionProcesses, identity, set_env};
 use crate::{Canvas, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size, WheelAxis};
 
 pub use font::CellMetrics;
@@ -180,41 +180,13 @@ pub struct TerminalDesktop {
     shared: Arc<Shared>,
 }
 
-struct Identity {
-    user: String,
-    home: PathBuf,
-    shell: Option<PathBuf>,
-    switch: Option<pty::Switch>,
-}
-
-fn identity(run_as: Option<&RunAs>) -> Result<Identity, TerminalError> {
-    let euid = nix::unistd::geteuid();
-    if let Some(r) = run_as {
-        if !euid.is_root() {
-            if r.uid != euid.as_raw() {
-                return Err(TerminalError::NotRoot { user: r.user.clone(), uid: r.uid });
-            }
-            return Ok(Identity { user: r.user.clone(), home: r.home.clone(), shell: Some(r.shell.clone()), switch: None });
+impl From<IdentityError> for TerminalError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::NotRoot { user, uid } => TerminalError::NotRoot { user, uid },
+            IdentityError::Groups { user, source } => TerminalError::Groups { user, source },
+            IdentityError::Nul { what } => TerminalError::Nul { what },
         }
-        let name = CString::new(r.user.as_str()).map_err(|_| TerminalError::Nul { what: "user name" })?;
-        let groups = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(r.gid))
-            .map_err(|source| TerminalError::Groups { user: r.user.clone(), source })?;
-        return Ok(Identity {
-            user: r.user.clone(),
-            home: r.home.clone(),
-            shell: Some(r.shell.clone()),
-            switch: Some(pty::Switch { uid: r.uid, gid: r.gid, groups: groups.into_iter().map(|g| g.as_raw()).collect() }),
-        });
-    }
-    // The host's own user, from its passwd entry (the environment may not have HOME/USER).
-    match nix::unistd::User::from_uid(euid) {
-        Ok(Some(u)) => Ok(Identity { user: u.name, home: u.dir, shell: None, switch: None }),
-        _ => Ok(Identity {
-            user: std::env::var("USER").unwrap_or_else(|_| euid.to_string()),
-            home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
-            shell: None,
-            switch: None,
-        }),
     }
 }
 
@@ -227,12 +199,7 @@ impl TerminalDesktop {
     pub fn start(opts: TerminalOptions) -> Result<Arc<TerminalDesktop>, TerminalError> {
         tokio::runtime::Handle::try_current().map_err(|_| TerminalError::NoRuntime)?;
         let who = identity(opts.run_as.as_ref())?;
-        let shell = opts
-            .shell
-            .clone()
-            .or(who.shell.clone().filter(|s| !s.as_os_str().is_empty()))
-            .or_else(|| std::env::var_os("SHELL").filter(|s| !s.is_empty()).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        let shell = opts.shell.clone().unwrap_or_else(|| who.login_shell());
 
         let face = font::Face::get(opts.font_px);
         let metrics = face.metrics;
@@ -243,13 +210,14 @@ impl TerminalDesktop {
         let spec = pty::ShellSpec {
             arg0: login_arg0(&shell),
             env: session_env(&who, &shell, &opts.env),
-            home: CString::new(who.home.as_os_str().as_bytes()).map_err(|_| TerminalError::Nul { what: "home directory" })?,
-            switch: who.switch,
+            home: who.home_cstring()?,
+            switch: who.switch.clone(),
             program: shell.clone(),
         };
-        let child = pty::spawn_shell(spec, pty.slave).map_err(|source| TerminalError::Spawn { shell: shell.clone(), source })?;
+        // Dropped on any error below, it ends whatever was started.
+        let procs = SessionProcesses::new(Containment::Auto);
+        let child = pty::spawn_shell(spec, pty.slave, &procs).map_err(|source| TerminalError::Spawn { shell: shell.clone(), source })?;
         let pid = child.id().expect("a just-spawned child has a pid");
-        let mut guard = pty::SessionGuard { sid: pid as i32, armed: true };
         // SAFETY: the OwnedFd is a valid open fd, owned by the AsyncFd from here on.
         let master = unsafe { AsyncFd::register(pty.master) }.map_err(|e| TerminalError::Pty(io::Error::from(e)))?;
 
@@ -285,9 +253,9 @@ impl TerminalDesktop {
             metrics,
         });
         tracing::debug!(pid, user = %who.user, shell = %shell.display(), cols, rows, "terminal desktop started");
-        // From here the task owns ending the session (its own guard covers a dropped task).
-        guard.armed = false;
-        tokio::spawn(run(Arc::clone(&shared), child));
+        // From here the task owns ending the session (`procs` dropped with the task covers a
+        // runtime shutting down).
+        tokio::spawn(run(Arc::clone(&shared), child, procs));
         Ok(Arc::new(TerminalDesktop { shared }))
     }
 
@@ -327,27 +295,13 @@ fn login_arg0(shell: &Path) -> OsString {
     arg0
 }
 
+/// The login environment plus what a terminal needs, then the caller's extras (they win).
 fn session_env(who: &Identity, shell: &Path, extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    let path = if who.switch.as_ref().is_some_and(|s| s.uid == 0) || (who.switch.is_none() && nix::unistd::geteuid().is_root()) {
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    } else {
-        "/usr/local/bin:/usr/bin:/bin:/usr/games"
-    };
-    let mut env: Vec<(OsString, OsString)> = vec![
-        ("HOME".into(), who.home.clone().into()),
-        ("USER".into(), who.user.clone().into()),
-        ("LOGNAME".into(), who.user.clone().into()),
-        ("SHELL".into(), shell.into()),
-        ("PATH".into(), path.into()),
-        ("TERM".into(), "xterm-256color".into()),
-        ("COLORTERM".into(), "truecolor".into()),
-        ("LANG".into(), "C.UTF-8".into()),
-    ];
+    let mut env = process::session_env(who, shell);
+    set_env(&mut env, "TERM", "xterm-256color");
+    set_env(&mut env, "COLORTERM", "truecolor");
     for (key, value) in extra {
-        match env.iter_mut().find(|(k, _)| k == OsStr::new(key)) {
-            Some(slot) => slot.1 = value.into(),
-            None => env.push((key.into(), value.into())),
-        }
+        set_env(&mut env, key, value);
     }
     env
 }
@@ -546,9 +500,7 @@ enum Exit {
 }
 
 /// The session task: PTY output, the shell's exit, and requests, until the session ends.
-async fn run(shared: Arc<Shared>, mut child: Child) {
-    let sid = shared.pid as i32;
-    let mut guard = pty::SessionGuard { sid, armed: true };
+async fn run(shared: Arc<Shared>, mut child: Child, procs: SessionProcesses) {
     let mut reading = true;
     let exit = loop {
         let want_write = reading && !lock(&shared.out).pending.is_empty();
@@ -596,8 +548,7 @@ async fn run(shared: Arc<Shared>, mut child: Child) {
         }
     }
     lock(&shared.out).closed = true;
-    pty::end_session(&mut child, sid, HANGUP_GRACE).await;
-    guard.armed = false;
+    procs.end(&mut child, HANGUP_GRACE).await;
     let end = match exit {
         Exit::ShellExited => DesktopEnd::UserLoggedOff,
         Exit::Terminate => DesktopEnd::Terminated,

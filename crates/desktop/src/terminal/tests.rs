@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
-use super::pty::session_members;
+use crate::process::session_members;
 use super::*;
 use crate::Rect;
 use crate::input::{MouseButton, Scancode};
