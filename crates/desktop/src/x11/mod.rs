@@ -9,10 +9,45 @@
 //! - `input`, `keymap`: XTEST input, scancodes → X keycodes, layouts, Unicode keys.
 //! - `server`: starting a session's X server and session program, and ending every process.
 //! - `xauth`: Xauthority files (the session server's private cookie).
+//!
+//! Threads: each desktop has one OS thread blocked in `wait_for_event` on its X connection
+//! (damage, cursor, screen-size and keymap events) and one blocked on a condition variable for
+//! resize requests. Both sleep while nothing happens: an idle desktop costs no CPU. A thread
+//! rather than tokio's `AsyncFd`: x11rb reads events into its own queue whenever any thread
+//! waits for a reply, so the socket's readiness does not say whether events are waiting, and
+//! an `AsyncFd` loop would have to re-poll the queue after every request to be correct. The
+//! blocking `wait_for_event` is correct by construction. Ending the desktop shuts the socket
+//! down, which wakes that thread at once.
 
+mod capture;
+mod display;
+pub mod input;
+pub mod keymap;
+mod randr;
 pub mod xauth;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use x11rb::connection::Connection;
+use x11rb::protocol::Event;
+use x11rb::protocol::xfixes::{self, ConnectionExt as _};
+use x11rb::protocol::xproto::{ChangeWindowAttributesAux, ConnectionExt as _, EventMask};
+use x11rb::rust_connection::RustConnection;
+
+use crate::{Canvas, CursorShape, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size};
+use capture::{Capture, Fault};
+use input::XInput;
+
+/// At most this many captures per second. Damage that arrives sooner waits for the rest of the
+/// interval (and is read together with whatever else changed meanwhile), so a full-screen
+/// animation costs at most 60 reads of the screen a second instead of one per X drawing call.
+const MAX_CAPTURES_PER_SECOND: u32 = 60;
+const MIN_CAPTURE_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / MAX_CAPTURES_PER_SECOND as u64);
 
 /// An X display to capture and drive: its name (":5") and the Xauthority file that lets us in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +97,375 @@ impl From<x11rb::errors::ReplyError> for X11Error {
 impl From<x11rb::errors::ReplyOrIdError> for X11Error {
     fn from(e: x11rb::errors::ReplyOrIdError) -> Self {
         X11Error::Request(e.to_string())
+    }
+}
+
+/// How to treat a display we attach to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// Follow the client's size with RandR. Off for someone's own display (its monitor decides);
+    /// on for a session's X server.
+    pub allow_resize: bool,
+    /// Switch the display's keyboard layout to the client's. Off for someone's own display.
+    pub apply_layout: bool,
+}
+
+/// The processes behind a display, when the desktop owns them (a session's X server and
+/// program). An attached display has none: ending the desktop only disconnects from it.
+pub(crate) trait DisplayOwner: Send + Sync + 'static {
+    /// End every process (logoff). Returns quickly; called once.
+    fn terminate(&self);
+}
+
+/// A desktop on an X display: its screen in the canvas, input by XTEST, resize by RandR.
+pub struct X11Desktop {
+    shared: Arc<Shared>,
+    owner: Option<Box<dyn DisplayOwner>>,
+}
+
+struct Shared {
+    display: XDisplay,
+    conn: RustConnection,
+    root: u32,
+    randr_minor: u32,
+    options: AttachOptions,
+    canvas: Arc<Canvas>,
+    cursor: watch::Sender<Option<Arc<CursorShape>>>,
+    ended: watch::Sender<Option<DesktopEnd>>,
+    /// Set once the desktop is ending: errors from the connection after this are ours.
+    stopping: AtomicBool,
+    input: Mutex<XInput>,
+    /// The latest resize not yet applied (later requests replace earlier ones).
+    requests: Mutex<Requests>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Requests {
+    resize: Option<Size>,
+    stop: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic on one thread must not take the others down; the state stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl X11Desktop {
+    /// Connect to `display` and check that it has every extension capture and input need, then
+    /// disconnect: for reporting a wrong name or cookie before the first logon.
+    pub fn probe(display: &XDisplay) -> Result<(), X11Error> {
+        display::connect(display).map(drop)
+    }
+
+    /// Capture and drive an X display that already runs. Ending this desktop disconnects from
+    /// the display and leaves its server and programs running.
+    pub fn attach(display: XDisplay, options: AttachOptions) -> Result<Arc<X11Desktop>, X11Error> {
+        Self::attach_owned(display, options, None)
+    }
+
+    /// Attach, and make `owner`'s processes part of the desktop: `terminate` ends them, and
+    /// the owner reports their end through [`ender`](Self::ender).
+    pub(crate) fn attach_owned(display: XDisplay, options: AttachOptions, owner: Option<Box<dyn DisplayOwner>>) -> Result<Arc<X11Desktop>, X11Error> {
+        let connected = display::connect(&display)?;
+        let display::Connected { conn, root, format, randr_minor } = connected;
+        let geometry = conn.get_geometry(root)?.reply()?;
+        let size = Size::new(geometry.width, geometry.height);
+        let canvas = Canvas::new(size);
+
+        // Events first, then the first reads: nothing that changes in between is missed.
+        conn.change_window_attributes(root, &ChangeWindowAttributesAux::new().event_mask(EventMask::STRUCTURE_NOTIFY))?.check()?;
+        randr::select_screen_changes(&conn, root)?;
+        conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)?.check()?;
+        let mut capture = Capture::new(&conn, root, format, Arc::clone(&canvas), size).map_err(fault_error)?;
+        capture.full(&conn).map_err(fault_error)?;
+        let (serial, shape) = capture::cursor_image(&conn).map_err(fault_error)?;
+        let input = XInput::new(&conn, root, &display)?;
+
+        let shared = Arc::new(Shared {
+            display,
+            conn,
+            root,
+            randr_minor,
+            options,
+            canvas,
+            cursor: watch::Sender::new(Some(Arc::new(shape))),
+            ended: watch::Sender::new(None),
+            stopping: AtomicBool::new(false),
+            input: Mutex::new(input),
+            requests: Mutex::new(Requests::default()),
+            wake: Condvar::new(),
+        });
+        let name = shared.display.name.clone();
+        let events = Arc::clone(&shared);
+        std::thread::Builder::new().name(format!("x11 {name}")).spawn(move || run_events(events, capture, serial))?;
+        let control = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().name(format!("x11 {name} ctl")).spawn(move || run_control(control));
+        if let Err(e) = spawned {
+            shared.finish(DesktopEnd::Failed(format!("cannot start a thread: {e}")));
+            return Err(e.into());
+        }
+        tracing::debug!(display = %name, width = size.width, height = size.height, "attached to X display");
+        Ok(Arc::new(X11Desktop { shared, owner }))
+    }
+
+    /// The display this desktop shows.
+    pub fn display(&self) -> &XDisplay {
+        &self.shared.display
+    }
+
+    /// A handle for the owner's watcher to end the desktop (the session program exited) without
+    /// keeping the desktop alive.
+    #[allow(dead_code)] // Used by session servers (x11/server.rs).
+    pub(crate) fn ender(&self) -> DesktopEnder {
+        DesktopEnder { shared: Arc::downgrade(&self.shared) }
+    }
+}
+
+/// Ends a desktop from outside (see [`X11Desktop::ender`]). The first end reported wins.
+#[derive(Clone)]
+pub(crate) struct DesktopEnder {
+    shared: Weak<Shared>,
+}
+
+impl DesktopEnder {
+    #[allow(dead_code)] // Used by session servers (x11/server.rs).
+    pub fn end(&self, end: DesktopEnd) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.finish(end);
+        }
+    }
+}
+
+fn fault_error(f: Fault) -> X11Error {
+    match f {
+        Fault::Closed(e) => e.into(),
+        Fault::Refused(reason) => X11Error::Request(reason),
+    }
+}
+
+impl Shared {
+    /// End the desktop with `end` unless it has ended already, and stop both threads.
+    fn finish(&self, end: DesktopEnd) {
+        self.ended.send_if_modified(|slot| {
+            if slot.is_some() {
+                return false;
+            }
+            tracing::debug!(display = %self.display.name, ?end, "X desktop ended");
+            *slot = Some(end);
+            true
+        });
+        self.stopping.store(true, Ordering::SeqCst);
+        // Shutting the socket down (not closing it: the fd stays valid for every thread) makes
+        // the event thread's blocking read return at once, and any further request fail.
+        // SAFETY: shutdown on a socket fd the connection keeps open; no memory involved.
+        unsafe { libc::shutdown(self.conn.stream().as_raw_fd(), libc::SHUT_RDWR) };
+        lock(&self.requests).stop = true;
+        self.wake.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How the desktop ended when the connection broke under us.
+    fn connection_lost(&self, error: &x11rb::errors::ConnectionError) -> DesktopEnd {
+        tracing::debug!(display = %self.display.name, %error, "X connection lost");
+        DesktopEnd::Failed(format!("the X server of display {} closed the connection", self.display.name))
+    }
+}
+
+/// What a batch of events asks the capture thread to do.
+#[derive(Default)]
+struct Work {
+    damage: bool,
+    screen: bool,
+    cursor: Option<u32>,
+    keymap: bool,
+}
+
+impl Work {
+    fn note(&mut self, event: Event, root: u32, name: &str) {
+        match event {
+            Event::DamageNotify(_) => self.damage = true,
+            Event::ConfigureNotify(e) if e.window == root => self.screen = true,
+            Event::RandrScreenChangeNotify(_) => self.screen = true,
+            Event::XfixesCursorNotify(e) => self.cursor = Some(e.cursor_serial),
+            Event::MappingNotify(_) | Event::XkbNewKeyboardNotify(_) | Event::XkbMapNotify(_) => self.keymap = true,
+            // Requests whose errors nobody waits for (damage subtract, XTEST input) report here.
+            Event::Error(e) => tracing::debug!(display = name, error = ?e.error_kind, major = e.major_opcode, minor = e.minor_opcode, "X request failed"),
+            _ => {}
+        }
+    }
+}
+
+/// The event thread: waits for X events and turns them into captures, cursor shapes and keymap
+/// reloads, until the connection ends.
+fn run_events(shared: Arc<Shared>, mut capture: Capture, mut cursor_serial: u32) {
+    let end = event_loop(&shared, &mut capture, &mut cursor_serial);
+    shared.finish(end);
+}
+
+fn event_loop(shared: &Shared, capture: &mut Capture, cursor_serial: &mut u32) -> DesktopEnd {
+    let conn = &shared.conn;
+    let name = shared.display.name.as_str();
+    let mut last_capture = Instant::now();
+    loop {
+        let event = match conn.wait_for_event() {
+            Ok(event) => event,
+            // After `finish` this is our own shutdown; the end is already recorded.
+            Err(e) => return shared.connection_lost(&e),
+        };
+        let mut work = Work::default();
+        work.note(event, shared.root, name);
+        if work.damage {
+            // The rate cap: a sleep only while damage is waiting, never a timer when idle.
+            let since = last_capture.elapsed();
+            if since < MIN_CAPTURE_INTERVAL {
+                std::thread::sleep(MIN_CAPTURE_INTERVAL - since);
+            }
+        }
+        // Coalesce: everything already queued is handled by this one pass.
+        loop {
+            match conn.poll_for_event() {
+                Ok(Some(event)) => work.note(event, shared.root, name),
+                Ok(None) => break,
+                Err(e) => return shared.connection_lost(&e),
+            }
+        }
+        if shared.stopping() {
+            return DesktopEnd::Terminated;
+        }
+        if let Err(Fault::Closed(e)) = apply(shared, capture, &work, cursor_serial, &mut last_capture) {
+            return shared.connection_lost(&e);
+        }
+    }
+}
+
+fn apply(shared: &Shared, capture: &mut Capture, work: &Work, cursor_serial: &mut u32, last_capture: &mut Instant) -> Result<(), Fault> {
+    let conn = &shared.conn;
+    let name = shared.display.name.as_str();
+    if work.keymap {
+        lock(&shared.input).keymap_changed();
+    }
+    if work.cursor.is_some_and(|s| s != *cursor_serial) {
+        match capture::cursor_image(conn) {
+            Ok((serial, shape)) => {
+                *cursor_serial = serial;
+                let shape = Arc::new(shape);
+                // The same image under a new serial (a cursor recreated) is not news for clients.
+                shared.cursor.send_if_modified(|now| {
+                    if now.as_deref() == Some(&*shape) {
+                        return false;
+                    }
+                    *now = Some(shape);
+                    true
+                });
+            }
+            Err(Fault::Refused(reason)) => tracing::debug!(display = name, %reason, "cursor image"),
+            Err(e) => return Err(e),
+        }
+    }
+    if work.screen || work.damage {
+        *last_capture = Instant::now();
+        let result = if work.screen { follow_screen_size(conn, shared.root, capture) } else { capture.damaged(conn) };
+        if let Err(Fault::Refused(reason)) = result {
+            // A read that raced a resize fails; the size it raced with is read again now.
+            tracing::debug!(display = name, %reason, "capture refused; re-reading the screen size");
+            return follow_screen_size(conn, shared.root, capture);
+        }
+        return result;
+    }
+    Ok(())
+}
+
+fn follow_screen_size(conn: &RustConnection, root: u32, capture: &mut Capture) -> Result<(), Fault> {
+    let geometry = conn.get_geometry(root)?.reply()?;
+    let size = Size::new(geometry.width, geometry.height);
+    if size != capture.size() {
+        tracing::debug!(width = size.width, height = size.height, "X screen size changed");
+    }
+    capture.set_size(conn, size)
+}
+
+/// The control thread: applies resize requests, which take several round trips, off the
+/// caller's thread.
+fn run_control(shared: Arc<Shared>) {
+    loop {
+        let resize = {
+            let mut requests = lock(&shared.requests);
+            while requests.resize.is_none() && !requests.stop {
+                requests = shared.wake.wait(requests).unwrap_or_else(|e| e.into_inner());
+            }
+            if requests.stop {
+                return;
+            }
+            requests.resize.take()
+        };
+        if let Some(size) = resize {
+            match randr::resize(&shared.conn, shared.root, shared.randr_minor, size) {
+                Ok(got) => tracing::debug!(display = %shared.display.name, ?size, ?got, "X screen resized"),
+                Err(e) if shared.stopping() => tracing::debug!(display = %shared.display.name, "resize abandoned: {e}"),
+                Err(e) => tracing::warn!(display = %shared.display.name, ?size, "cannot resize the X screen: {e}"),
+            }
+        }
+    }
+}
+
+impl Desktop for X11Desktop {
+    fn canvas(&self) -> &Arc<Canvas> {
+        &self.shared.canvas
+    }
+
+    fn input(&self, event: InputEvent) {
+        if self.shared.stopping() {
+            return;
+        }
+        if let Err(e) = lock(&self.shared.input).handle(&self.shared.conn, event) {
+            tracing::debug!(display = %self.shared.display.name, "input not delivered: {e}");
+        }
+    }
+
+    fn resize(&self, size: Size) {
+        if !self.shared.options.allow_resize {
+            tracing::debug!(display = %self.shared.display.name, ?size, "resize ignored: this display keeps its own size");
+            return;
+        }
+        lock(&self.shared.requests).resize = Some(size);
+        self.shared.wake.notify_all();
+    }
+
+    fn set_keyboard_layout(&self, layout: KeyboardLayout) {
+        if !self.shared.options.apply_layout || self.shared.stopping() {
+            return;
+        }
+        // XInput applies layouts in the background (it runs setxkbmap); this returns at once.
+        if let Err(e) = lock(&self.shared.input).set_layout(&self.shared.conn, layout) {
+            tracing::warn!(display = %self.shared.display.name, "keyboard layout not applied: {e}");
+        }
+    }
+
+    fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
+        self.shared.ended.subscribe()
+    }
+
+    fn terminate(&self) {
+        // The end is recorded before the server goes, so its disappearance does not read as a failure.
+        self.shared.finish(DesktopEnd::Terminated);
+        if let Some(owner) = &self.owner {
+            owner.terminate();
+        }
+    }
+
+    fn cursor(&self) -> watch::Receiver<Option<Arc<CursorShape>>> {
+        self.shared.cursor.subscribe()
+    }
+}
+
+impl Drop for X11Desktop {
+    fn drop(&mut self) {
+        // The threads hold the shared state; ending it is what lets them (and the connection) go.
+        self.shared.finish(DesktopEnd::Terminated);
     }
 }
 
