@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdhost_desktop::x11::{AttachOptions, X11Desktop, XDisplay, xauth};
@@ -38,6 +39,44 @@ impl Xvfb {
             eprintln!("skipped: Xvfb is not installed");
             return None;
         }
+        let mut args = vec!["-screen".to_string(), "0".into(), format!("{}x{}x24", size.width, size.height)];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Some(Self::launch("Xvfb", args, |_| Vec::new()))
+    }
+
+    /// Start Xorg with the dummy driver at `size` (RandR up to 32767x32767). `None` (after
+    /// saying why) when it is not installed or cannot run here (it needs root).
+    fn start_xorg_dummy(size: Size) -> Option<Xvfb> {
+        let xorg = "/usr/lib/xorg/Xorg";
+        let driver = "/usr/lib/xorg/modules/drivers/dummy_drv.so";
+        if !std::path::Path::new(xorg).exists() || !std::path::Path::new(driver).exists() {
+            eprintln!("skipped: Xorg with the dummy driver (xserver-xorg-video-dummy) is not installed");
+            return None;
+        }
+        // SAFETY: geteuid has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: Xorg runs only as root here");
+            return None;
+        }
+        Some(Self::launch(xorg, Vec::new(), |dir| {
+            let config = dir.join("xorg.conf");
+            // Enough video memory for 4096x4096 at 32 bits; monitor ranges wide enough for any mode.
+            let text = format!(
+                "Section \"Device\"\n  Identifier \"dummy\"\n  Driver \"dummy\"\n  VideoRam 65536\nEndSection\n\
+                 Section \"Monitor\"\n  Identifier \"monitor\"\n  HorizSync 5.0 - 1000.0\n  VertRefresh 5.0 - 200.0\nEndSection\n\
+                 Section \"Screen\"\n  Identifier \"screen\"\n  Device \"dummy\"\n  Monitor \"monitor\"\n  DefaultDepth 24\n\
+                 SubSection \"Display\"\n    Depth 24\n    Modes \"{}x{}\"\n  EndSubSection\nEndSection\n",
+                size.width, size.height
+            );
+            std::fs::write(&config, text).unwrap();
+            let log = dir.join("Xorg.log");
+            vec!["-config".into(), config.display().to_string(), "-logfile".into(), log.display().to_string(), "-novtswitch".into(), "-sharevts".into()]
+        }))
+    }
+
+    /// Run `program` with the common arguments (display picked by the server, a private cookie,
+    /// no TCP, no reset) plus `args` and what `more` adds for the server's own directory.
+    fn launch(program: &str, args: Vec<String>, more: impl FnOnce(&std::path::Path) -> Vec<String>) -> Xvfb {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("rdhost-x11-test-{}-{n}", std::process::id()));
@@ -50,12 +89,12 @@ impl Xvfb {
 
         let (read_end, write_end) = pipe();
         let write_fd = write_end.as_raw_fd();
-        let mut command = Command::new("Xvfb");
+        let mut command = Command::new(program);
         command
             .args(["-displayfd", &write_fd.to_string(), "-nolisten", "tcp", "-noreset", "-auth"])
             .arg(&auth)
-            .args(["-screen", "0", &format!("{}x{}x24", size.width, size.height)])
-            .args(extra)
+            .args(args)
+            .args(more(&dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -69,16 +108,16 @@ impl Xvfb {
                 Ok(())
             });
         }
-        let child = command.spawn().expect("start Xvfb");
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         drop(write_end);
         let mut server = Xvfb { child, display: XDisplay { name: String::new(), xauthority: Some(auth.clone()) }, dir };
         // The server writes "N\n" when it accepts connections; EOF means it died.
         let mut text = String::new();
         std::fs::File::from(read_end).read_to_string(&mut text).ok();
-        let number: u32 = text.trim().parse().unwrap_or_else(|_| panic!("Xvfb did not report a display number ({text:?})"));
+        let number: u32 = text.trim().parse().unwrap_or_else(|_| panic!("{program} did not report a display number ({text:?})"));
         xauth::write_file(&auth, number, &cookie).unwrap();
         server.display.name = format!(":{number}");
-        Some(server)
+        server
     }
 
     fn running(&mut self) -> bool {
@@ -202,6 +241,21 @@ fn x11_canvas_follows_resizes_ours_and_other_clients() {
     watcher.resize(Size::new(640, 480));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(watcher.canvas().size(), Size::new(1920, 1080));
+}
+
+#[test]
+fn x11_xorg_dummy_grows_beyond_its_start_size() {
+    let Some(xorg) = Xvfb::start_xorg_dummy(Size::new(1024, 768)) else { return };
+    let desktop = X11Desktop::attach(xorg.display.clone(), AttachOptions { allow_resize: true, apply_layout: false }).unwrap();
+    assert_eq!(desktop.canvas().size(), Size::new(1024, 768));
+    let client = xorg.client();
+    for size in [Size::new(2560, 1440), Size::new(1366, 768), Size::new(1920, 1200)] {
+        desktop.resize(size);
+        wait_until(&format!("the canvas to become {size:?}"), || desktop.canvas().size() == size);
+        let corner = Rect::new(size.width - 10, size.height - 10, 10, 10);
+        fill(&client, corner, 0x00C0FF);
+        wait_until("a fill at the new size", || shows(&desktop, corner, 0x00C0FF));
+    }
 }
 
 #[test]
@@ -364,6 +418,23 @@ fn x11_figures() {
     }
     times.sort();
     println!("full 1920x1080 change to canvas: median {:?}, min {:?}, max {:?}", times[times.len() / 2], times[0], times[times.len() - 1]);
+    // Count canvas updates from a subscriber that takes each at once (one per capture).
+    let mut sub = desktop.canvas().subscribe();
+    sub.take();
+    let counting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let counter = {
+        let counting = Arc::clone(&counting);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let mut updates = 0u32;
+            while counting.load(std::sync::atomic::Ordering::Relaxed) {
+                if runtime.block_on(async { tokio::time::timeout(Duration::from_millis(50), sub.changed()).await }).is_ok() && sub.take().is_some() {
+                    updates += 1;
+                }
+            }
+            updates
+        })
+    };
     let busy_before = ticks();
     let start = Instant::now();
     // A full-screen animation as fast as the client can draw: the capture rate cap holds.
@@ -373,5 +444,8 @@ fn x11_figures() {
         frames += 1;
     }
     let busy = ticks() - busy_before;
-    println!("animation: {frames} full-screen fills in 3 s; capture threads used {:.0} ms CPU", busy as f64 * 1000.0 / hz);
+    counting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let updates = counter.join().unwrap();
+    println!("animation: {frames} full-screen fills in 3 s; {updates} canvas updates; capture threads used {:.0} ms CPU", busy as f64 * 1000.0 / hz);
+    assert!(updates <= 3 * 61, "the capture rate cap holds: {updates} updates in 3 s");
 }
