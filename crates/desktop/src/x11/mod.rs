@@ -24,6 +24,7 @@ mod display;
 pub mod input;
 pub mod keymap;
 mod randr;
+pub mod server;
 pub mod xauth;
 
 use std::os::fd::AsRawFd;
@@ -82,6 +83,15 @@ pub enum X11Error {
     Request(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// No X server to start sessions with; the text names the packages to install.
+    #[error("{0}")]
+    NoXServer(String),
+    #[error("the X server did not start: {0}")]
+    ServerStart(String),
+    #[error("the session program did not start: {0}")]
+    Session(String),
+    #[error(transparent)]
+    Identity(#[from] crate::process::IdentityError),
 }
 
 impl From<x11rb::errors::ConnectionError> for X11Error {
