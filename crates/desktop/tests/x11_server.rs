@@ -270,3 +270,74 @@ fn auto_prefers_xorg_with_the_dummy_driver() {
         }
     }
 }
+
+async fn wait_gone(pids: &[u32]) -> bool {
+    for _ in 0..500 {
+        if pids.iter().all(|&p| gone(p)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn dropping_the_server_ends_the_session() {
+    for kind in kinds() {
+        let dir = RuntimeDir::new("drop");
+        // An odd width, as clients ask for (1366 is a common laptop width).
+        let mut opts = options(kind, &dir, "sleep 1000 & exec sleep 1000");
+        opts.size = Size::new(1366, 768);
+        let server = tokio::time::timeout(WAIT, SessionServer::start(opts)).await.unwrap().unwrap();
+        if kind == XServerKind::XorgDummy {
+            let cookie = read_cookie(server.display().xauthority.as_ref().unwrap(), server.display().number().unwrap()).unwrap().unwrap();
+            let conn = connect(server.display(), Some(&cookie)).unwrap();
+            let screen = &conn.setup().roots[0];
+            assert_eq!((screen.width_in_pixels, screen.height_in_pixels), (1366, 768));
+        }
+        let pids = [server.x_server_pid(), server.session_pid()];
+        let auth = server.display().xauthority.clone().unwrap();
+        drop(server);
+        assert!(wait_gone(&pids).await, "{}: processes outlived their dropped server: {pids:?}", kind.name());
+        for _ in 0..100 {
+            if !auth.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!auth.exists(), "the Xauthority file outlived the dropped server");
+    }
+}
+
+/// The runtime shutting down mid-session drops the supervising task: its guard kills everything.
+#[test]
+fn a_runtime_shutting_down_leaves_no_process() {
+    for kind in kinds() {
+        let dir = RuntimeDir::new("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (server, members) = runtime.block_on(async {
+            let server = start(kind, &dir, "sleep 1000 & exec sleep 1000").await;
+            // Wait for the background sleep, so there is a process only the guard can reach.
+            let mut members = Vec::new();
+            for _ in 0..500 {
+                members = match server.mechanism() {
+                    Mechanism::Cgroup(cgroup) => std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap().lines().map(|l| l.parse::<u32>().unwrap()).collect(),
+                    Mechanism::ProcessSessions => rdhost_desktop::process::session_members(server.session_pid() as i32).into_iter().map(|p| p as u32).collect(),
+                };
+                if members.len() >= 3 || (matches!(server.mechanism(), Mechanism::ProcessSessions) && members.len() >= 2) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (server, members)
+        });
+        let pids = [server.x_server_pid(), server.session_pid()];
+        drop(runtime);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline && !pids.iter().chain(&members).all(|&p| gone(p)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(pids.iter().chain(&members).all(|&p| gone(p)), "{}: left after the runtime went: {pids:?} {members:?}", kind.name());
+        drop(server);
+    }
+}
