@@ -24,7 +24,6 @@ mod display;
 pub mod input;
 pub mod keymap;
 mod randr;
-pub mod server;
 pub mod xauth;
 
 use std::os::fd::AsRawFd;
@@ -83,15 +82,6 @@ pub enum X11Error {
     Request(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// No X server to start sessions with; the text names the packages to install.
-    #[error("{0}")]
-    NoXServer(String),
-    #[error("the X server did not start: {0}")]
-    ServerStart(String),
-    #[error("the session program did not start: {0}")]
-    Session(String),
-    #[error(transparent)]
-    Identity(#[from] crate::process::IdentityError),
 }
 
 impl From<x11rb::errors::ConnectionError> for X11Error {
@@ -144,6 +134,8 @@ struct Shared {
     ended: watch::Sender<Option<DesktopEnd>>,
     /// Set once the desktop is ending: errors from the connection after this are ours.
     stopping: AtomicBool,
+    /// The processes behind the display are ours: their owner reports the end.
+    owned: bool,
     input: Mutex<XInput>,
     /// The latest resize not yet applied (later requests replace earlier ones).
     requests: Mutex<Requests>,
@@ -169,16 +161,31 @@ impl X11Desktop {
     }
 
     /// Capture and drive an X display that already runs. Ending this desktop disconnects from
-    /// the display and leaves its server and programs running.
+    /// the display and leaves its server and programs running. Blocks for a few round trips
+    /// and one read of the screen.
     pub fn attach(display: XDisplay, options: AttachOptions) -> Result<Arc<X11Desktop>, X11Error> {
-        Self::attach_owned(display, options, None)
+        Self::attach_owned(display, options, None, None)
     }
 
     /// Attach, and make `owner`'s processes part of the desktop: `terminate` ends them, and
-    /// the owner reports their end through [`ender`](Self::ender).
-    pub(crate) fn attach_owned(display: XDisplay, options: AttachOptions, owner: Option<Box<dyn DisplayOwner>>) -> Result<Arc<X11Desktop>, X11Error> {
+    /// their end, forwarded with [`DesktopEnder::follow`], is the desktop's end (a broken X
+    /// connection then only stops capture: the owner says why its server went). With
+    /// `initial_size`, the screen is resized before the first capture, so the canvas starts at
+    /// that size (a session's Xvfb starts at its largest).
+    pub(crate) fn attach_owned(
+        display: XDisplay,
+        options: AttachOptions,
+        owner: Option<Box<dyn DisplayOwner>>,
+        initial_size: Option<Size>,
+    ) -> Result<Arc<X11Desktop>, X11Error> {
         let connected = display::connect(&display)?;
         let display::Connected { conn, root, format, randr_minor } = connected;
+        if let Some(size) = initial_size
+            && let Err(e) = randr::resize(&conn, root, randr_minor, size)
+        {
+            let name = &display.name;
+            tracing::warn!(display = %name, ?size, "cannot give the X screen its first size: {e}");
+        }
         let geometry = conn.get_geometry(root)?.reply()?;
         let size = Size::new(geometry.width, geometry.height);
         let canvas = Canvas::new(size);
@@ -202,6 +209,7 @@ impl X11Desktop {
             cursor: watch::Sender::new(Some(Arc::new(shape))),
             ended: watch::Sender::new(None),
             stopping: AtomicBool::new(false),
+            owned: owner.is_some(),
             input: Mutex::new(input),
             requests: Mutex::new(Requests::default()),
             wake: Condvar::new(),
@@ -238,12 +246,24 @@ pub(crate) struct DesktopEnder {
     shared: Weak<Shared>,
 }
 
+#[allow(dead_code)] // Used by session servers (x11/server.rs).
 impl DesktopEnder {
-    #[allow(dead_code)] // Used by session servers (x11/server.rs).
     pub fn end(&self, end: DesktopEnd) {
         if let Some(shared) = self.shared.upgrade() {
             shared.finish(end);
         }
+    }
+
+    /// End the desktop when the owner's `ended` reports (a task on the current runtime). An
+    /// owner that goes away without a word ends it as failed.
+    pub fn follow(self, mut ended: watch::Receiver<Option<DesktopEnd>>) {
+        tokio::spawn(async move {
+            let end = match ended.wait_for(Option::is_some).await {
+                Ok(end) => end.clone().expect("waited for Some"),
+                Err(_) => DesktopEnd::Failed("the session's X server went away unsupervised".into()),
+            };
+            self.end(end);
+        });
     }
 }
 
@@ -265,6 +285,11 @@ impl Shared {
             *slot = Some(end);
             true
         });
+        self.halt();
+    }
+
+    /// Stop both threads and disconnect.
+    fn halt(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Shutting the socket down (not closing it: the fd stays valid for every thread) makes
         // the event thread's blocking read return at once, and any further request fail.
@@ -313,7 +338,14 @@ impl Work {
 /// reloads, until the connection ends.
 fn run_events(shared: Arc<Shared>, mut capture: Capture, mut cursor_serial: u32) {
     let end = event_loop(&shared, &mut capture, &mut cursor_serial);
-    shared.finish(end);
+    if shared.owned && !shared.stopping() {
+        // A session's server going away is its owner's news (the session program may have
+        // exited first: a logoff, not a failure), so only capture stops here.
+        tracing::debug!(display = %shared.display.name, ?end, "X connection ended; waiting for the session's own end");
+        shared.halt();
+    } else {
+        shared.finish(end);
+    }
 }
 
 fn event_loop(shared: &Shared, capture: &mut Capture, cursor_serial: &mut u32) -> DesktopEnd {
@@ -497,5 +529,131 @@ mod tests {
         assert_eq!(d("unix:3"), Some(3));
         assert_eq!(d("host:3"), None);
         assert_eq!(d(""), None);
+    }
+
+    /// A bare Xvfb standing in for a session's server (the full helper is in tests/x11_capture.rs).
+    struct TestServer(std::process::Child, XDisplay, PathBuf);
+
+    impl TestServer {
+        fn start(size: Size) -> Option<TestServer> {
+            use std::io::Read;
+            use std::os::fd::{FromRawFd, OwnedFd};
+            if std::process::Command::new("Xvfb").arg("-help").stderr(std::process::Stdio::null()).status().is_err() {
+                assert!(std::env::var_os("CI").is_none(), "Xvfb is not installed, and CI is set");
+                eprintln!("skipped: Xvfb is not installed");
+                return None;
+            }
+            let dir = std::env::temp_dir().join(format!("rdhost-x11-owned-{}-{}", std::process::id(), size.width));
+            std::fs::create_dir_all(&dir).unwrap();
+            let auth = dir.join("Xauthority");
+            let cookie = xauth::Cookie::generate().unwrap();
+            xauth::write_file(&auth, 0, &cookie).unwrap();
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two fresh fds, close-on-exec so that no other test's child
+            // holds the write end (the read below waits for every writer to close it).
+            let (read_end, write_end) = unsafe {
+                assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+            };
+            let write_fd = fds[1];
+            let mut command = std::process::Command::new("Xvfb");
+            command
+                .args(["-displayfd", &write_fd.to_string(), "-nolisten", "tcp", "-noreset", "-auth"])
+                .arg(&auth)
+                .args(["-screen", "0", &format!("{}x{}x24", size.width, size.height)])
+                .stderr(std::process::Stdio::null());
+            // SAFETY: only fcntl between fork and exec, keeping the write end for this child.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().unwrap();
+            drop(write_end);
+            let mut text = String::new();
+            std::fs::File::from(read_end).read_to_string(&mut text).unwrap();
+            let number: u32 = text.trim().parse().unwrap();
+            xauth::write_file(&auth, number, &cookie).unwrap();
+            Some(TestServer(child, XDisplay { name: format!(":{number}"), xauthority: Some(auth) }, dir))
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
+    }
+
+    /// The owner side as a session server has it: terminate asked, and an end to report.
+    struct FakeOwner {
+        terminated: Arc<AtomicBool>,
+    }
+
+    impl DisplayOwner for FakeOwner {
+        fn terminate(&self) {
+            self.terminated.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn owned_displays_end_with_their_owner() {
+        let Some(mut server) = TestServer::start(Size::new(1600, 1000)) else { return };
+        let terminated = Arc::new(AtomicBool::new(false));
+        let owner = Box::new(FakeOwner { terminated: Arc::clone(&terminated) });
+        let options = AttachOptions { allow_resize: true, apply_layout: false };
+        let display = server.1.clone();
+        let desktop = tokio::task::spawn_blocking(move || X11Desktop::attach_owned(display, options, Some(owner), Some(Size::new(800, 600))))
+            .await
+            .unwrap()
+            .unwrap();
+        // The first size is applied before the first capture.
+        assert_eq!(desktop.canvas().size(), Size::new(800, 600));
+        let (owner_end, owner_rx) = watch::channel(None);
+        desktop.ender().follow(owner_rx);
+
+        // The server goes first (the session program exited and the server was ended): the
+        // desktop waits for the owner to say why instead of calling it a failure.
+        let _ = server.0.kill();
+        let _ = server.0.wait();
+        let name = server.1.name.clone();
+        let threads_gone = || {
+            std::fs::read_dir("/proc/self/task").unwrap().flatten().all(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                !comm.trim_end().starts_with(&format!("x11 {name}"))
+            })
+        };
+        let start = Instant::now();
+        while !threads_gone() {
+            assert!(start.elapsed() < Duration::from_secs(5), "capture did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*desktop.ended().borrow(), None);
+        owner_end.send_replace(Some(DesktopEnd::UserLoggedOff));
+        let mut ended = desktop.ended();
+        let end = tokio::time::timeout(Duration::from_secs(5), ended.wait_for(Option::is_some)).await.unwrap().unwrap().clone();
+        assert_eq!(end, Some(DesktopEnd::UserLoggedOff));
+        // Terminate after the end changes nothing but still reaches the owner (idempotent there).
+        desktop.terminate();
+        assert!(terminated.load(Ordering::SeqCst));
+        assert_eq!(*desktop.ended().borrow(), Some(DesktopEnd::UserLoggedOff));
+    }
+
+    #[tokio::test]
+    async fn terminating_an_owned_display_ends_its_owner() {
+        let Some(server) = TestServer::start(Size::new(640, 480)) else { return };
+        let terminated = Arc::new(AtomicBool::new(false));
+        let owner = Box::new(FakeOwner { terminated: Arc::clone(&terminated) });
+        let display = server.1.clone();
+        let desktop = tokio::task::spawn_blocking(move || X11Desktop::attach_owned(display, AttachOptions::default(), Some(owner), None)).await.unwrap().unwrap();
+        let (_owner_end, owner_rx) = watch::channel(None);
+        desktop.ender().follow(owner_rx);
+        desktop.terminate();
+        assert!(terminated.load(Ordering::SeqCst));
+        assert_eq!(*desktop.ended().borrow(), Some(DesktopEnd::Terminated));
     }
 }
