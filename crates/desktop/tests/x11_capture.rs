@@ -449,3 +449,70 @@ fn x11_figures() {
     println!("animation: {frames} full-screen fills in 3 s; {updates} canvas updates; capture threads used {:.0} ms CPU", busy as f64 * 1000.0 / hz);
     assert!(updates <= 3 * 61, "the capture rate cap holds: {updates} updates in 3 s");
 }
+
+/// A private runtime directory for a session server, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rdhost-x11-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn session_options(dir: &TempDir, command: &str) -> Option<rdhost_desktop::x11::server::SessionServerOptions> {
+    use rdhost_desktop::x11::server::{SessionServerOptions, XServerKind, XServerPreference, find_x_server};
+    // Xvfb: it starts at its largest, so the first size is RandR's work, which is what this checks.
+    if find_x_server(XServerPreference::Xvfb).is_err() {
+        assert!(std::env::var_os("CI").is_none(), "Xvfb is not installed, and CI is set");
+        eprintln!("skipped: Xvfb is not installed");
+        return None;
+    }
+    let mut options = SessionServerOptions::new(XServerKind::Xvfb, Size::new(1024, 768), dir.0.clone());
+    options.session_command = command.into();
+    options.user_xsession = false;
+    Some(options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x11_session_desktop_starts_at_the_asked_size_and_ends_with_its_program() {
+    let dir = TempDir::new("session-logoff");
+    let Some(options) = session_options(&dir, "sleep 1") else { return };
+    let desktop = X11Desktop::start_session(options, rdhost_desktop::KeyboardLayout::US).await.unwrap();
+    assert_eq!(desktop.canvas().size(), Size::new(1024, 768), "the canvas starts at the asked size, not Xvfb's maximum");
+    let mut ended = desktop.ended();
+    let end = tokio::time::timeout(WAIT, ended.wait_for(Option::is_some)).await.expect("the session ends").unwrap().clone();
+    assert_eq!(end, Some(DesktopEnd::UserLoggedOff), "the session program exiting is a logoff, not an X failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x11_session_desktop_resizes_and_terminates() {
+    let dir = TempDir::new("session-terminate");
+    let Some(options) = session_options(&dir, "sleep 60") else { return };
+    let desktop = X11Desktop::start_session(options, rdhost_desktop::KeyboardLayout::US).await.unwrap();
+    desktop.resize(Size::new(800, 600));
+    let start = Instant::now();
+    while desktop.canvas().size() != Size::new(800, 600) {
+        assert!(start.elapsed() < WAIT, "the session screen did not resize");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let display = desktop.display().clone();
+    desktop.terminate();
+    assert_eq!(*desktop.ended().borrow(), Some(DesktopEnd::Terminated));
+    // The session's server goes too (unlike an attached display's).
+    let start = Instant::now();
+    while X11Desktop::probe(&display).is_ok() {
+        assert!(start.elapsed() < WAIT, "the session's X server still runs after terminate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
