@@ -23,7 +23,11 @@ use crate::input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis}
 const NOTCH: i32 = 120;
 /// How many keycodes Unicode input may take over for characters the keymap lacks. Reused
 /// least-recently-used first, so the keymap never grows past this.
-const SPARE_KEYS: usize = 8;
+const SPARE_KEYS: usize = 12;
+/// A client reads the keymap when it gets to the MappingNotify, which can be after we rebound
+/// the key again: it would then see the newer character. So a spare key is rebound only this long
+/// after it was typed (a long paste of characters the keymap lacks slows to 12 per this time).
+const REUSE_AFTER: Duration = Duration::from_millis(150);
 /// Longest we let setxkbmap run (it waits for the server to compile the keymap: ~0.1 s).
 const LAYOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -63,6 +67,8 @@ struct SpareKey {
     keycode: u8,
     /// What we bound it to (0: nothing yet).
     keysym: u32,
+    /// When it was last typed.
+    used: Option<Instant>,
 }
 
 /// A snapshot of GetKeyboardMapping and GetModifierMapping.
@@ -90,7 +96,10 @@ struct Place {
 impl XInput {
     pub fn new(conn: &RustConnection, root: u32, display: &XDisplay) -> Result<XInput, X11Error> {
         if conn.extension_information(xtest::X11_EXTENSION_NAME)?.is_none() {
-            return Err(X11Error::MissingExtension { display: display.name.clone(), extension: "XTEST" });
+            return Err(X11Error::MissingExtension {
+                display: display.name.clone(),
+                extension: "XTEST",
+            });
         }
         let setup = conn.setup();
         Ok(XInput {
@@ -144,7 +153,11 @@ impl XInput {
                     self.fake(conn, BUTTON_RELEASE, button)?;
                 }
             }
-            InputEvent::LockState { caps_lock, num_lock, scroll_lock: _ } => {
+            InputEvent::LockState {
+                caps_lock,
+                num_lock,
+                scroll_lock: _,
+            } => {
                 // Scroll Lock has no modifier bit in X: nothing reads it, so nothing to sync.
                 self.finish_layout(conn);
                 self.sync_locks(conn, caps_lock, num_lock)?;
@@ -230,7 +243,11 @@ impl XInput {
         }
         let Some(keycode) = keymap::scancode_to_keycode(scancode) else {
             if self.unknown.insert(scancode) {
-                tracing::debug!(code = format_args!("{:#04x}", scancode.code), extended = scancode.extended, "unknown scancode dropped");
+                tracing::debug!(
+                    code = format_args!("{:#04x}", scancode.code),
+                    extended = scancode.extended,
+                    "unknown scancode dropped"
+                );
             }
             return Ok(());
         };
@@ -283,11 +300,21 @@ impl XInput {
                 char::from_u32(u32::from(unit))
             }
         };
-        let Some(keysym) = c.and_then(keymap::char_to_keysym) else { return Ok(()) };
+        let Some(keysym) = c.and_then(keymap::char_to_keysym) else {
+            return Ok(());
+        };
         let min = self.min_keycode;
         let place = self.mapping(conn)?.find(min, keysym);
         let place = match place {
-            Some(place) => place,
+            Some(place) => {
+                // Typing a spare key's character again makes it the most recently used.
+                if let Some(i) = self.spare.iter().position(|s| s.keycode == place.keycode) {
+                    let mut spare = self.spare.remove(i).expect("found");
+                    spare.used = Some(Instant::now());
+                    self.spare.push_back(spare);
+                }
+                place
+            }
             None => self.bind_spare(conn, keysym)?,
         };
         self.type_at(conn, place)
@@ -300,16 +327,41 @@ impl XInput {
             let (max, taken): (u8, Vec<u8>) = (self.max_keycode, self.spare.iter().map(|s| s.keycode).collect());
             let mapping = self.mapping(conn)?;
             // Empty keycodes from the top: the bottom of the range holds real keys.
+            // Keys a client's scancode reaches (F24, Yen…) only when nothing else is left.
+            let empty = |k: &u8| !taken.contains(k) && mapping.syms(min, *k).iter().all(|&s| s == 0);
+            let reachable = scancode_keycodes();
             let free = (min..=max)
                 .rev()
-                .find(|&k| !taken.contains(&k) && mapping.syms(min, k).iter().all(|&s| s == 0));
+                .filter(empty)
+                .find(|k| !reachable.contains(k))
+                .or_else(|| (min..=max).rev().find(empty));
             if let Some(keycode) = free {
-                self.spare.push_front(SpareKey { keycode, keysym: 0 });
+                self.spare.push_front(SpareKey {
+                    keycode,
+                    keysym: 0,
+                    used: None,
+                });
             }
+        }
+        // The same character again: its key is still bound.
+        if let Some(i) = self.spare.iter().position(|s| s.keysym == keysym) {
+            let mut spare = self.spare.remove(i).expect("found");
+            spare.used = Some(Instant::now());
+            self.spare.push_back(spare);
+            return Ok(Place {
+                keycode: spare.keycode,
+                shift: false,
+                level3: false,
+                cased: false,
+            });
         }
         let Some(mut spare) = self.spare.pop_front() else {
             return Err(X11Error::Request("no keycode is free to type a character the keymap lacks".into()));
         };
+        if let Some(wait) = spare.used.and_then(|used| REUSE_AFTER.checked_sub(used.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        spare.used = Some(Instant::now());
         // Both levels carry the character, so Shift being held does not matter.
         conn.change_keyboard_mapping(1, spare.keycode, 2, &[keysym, keysym])?.check()?;
         spare.keysym = keysym;
@@ -323,7 +375,12 @@ impl XInput {
                 row[1] = keysym;
             }
         }
-        Ok(Place { keycode: spare.keycode, shift: false, level3: false, cased: false })
+        Ok(Place {
+            keycode: spare.keycode,
+            shift: false,
+            level3: false,
+            cased: false,
+        })
     }
 
     /// Type the key at `place` with exactly the modifiers it needs, then restore the ones held.
@@ -393,6 +450,14 @@ impl XInput {
     }
 }
 
+/// Every keycode some scancode maps to.
+fn scancode_keycodes() -> Vec<u8> {
+    (0..=u8::MAX)
+        .flat_map(|code| [Scancode::new(code, false), Scancode::new(code, true)])
+        .filter_map(keymap::scancode_to_keycode)
+        .collect()
+}
+
 /// Add `delta` to the axis' remainder and return the buttons to click, one per whole notch.
 /// A change of direction drops the old remainder, so a reversal acts at once.
 fn wheel_clicks(remainder: &mut i32, delta: i32, positive: u8, negative: u8) -> Vec<u8> {
@@ -439,7 +504,13 @@ impl Mapping {
         let modifiers = modifiers.reply()?;
         let per_mod = usize::from(modifiers.keycodes_per_modifier());
         let rows: Vec<Vec<u8>> = (0..8)
-            .map(|m| modifiers.keycodes[m * per_mod..(m + 1) * per_mod].iter().copied().filter(|&k| k != 0).collect())
+            .map(|m| {
+                modifiers.keycodes[m * per_mod..(m + 1) * per_mod]
+                    .iter()
+                    .copied()
+                    .filter(|&k| k != 0)
+                    .collect()
+            })
             .collect();
         let mut mapping = Mapping {
             per_keycode: usize::from(keyboard.keysyms_per_keycode),
@@ -476,12 +547,17 @@ impl Mapping {
     /// The modifier bit a key with `keysym` sets (0 if none does).
     fn mask_of(&self, min: u8, keysym: u32) -> u16 {
         let keys: Vec<u8> = self.keycodes(min).filter(|&k| self.syms(min, k).first() == Some(&keysym)).collect();
-        (0..8).filter(|&m| self.modifiers[m].iter().any(|k| keys.contains(k))).fold(0, |mask, m| mask | 1 << m)
+        (0..8)
+            .filter(|&m| self.modifiers[m].iter().any(|k| keys.contains(k)))
+            .fold(0, |mask, m| mask | 1 << m)
     }
 
     /// Keycodes that set any modifier in `mask`.
     fn modifier_keys(&self, mask: u16) -> Vec<u8> {
-        (0..8).filter(|&m| mask & (1 << m) != 0).flat_map(|m| self.modifiers[m].iter().copied()).collect()
+        (0..8)
+            .filter(|&m| mask & (1 << m) != 0)
+            .flat_map(|m| self.modifiers[m].iter().copied())
+            .collect()
     }
 
     /// Where `keysym` is typed: the core mapping's columns are group 1 level 1 and 2, group 2
@@ -495,8 +571,17 @@ impl Mapping {
             for keycode in self.keycodes(min) {
                 let syms = self.syms(min, keycode);
                 if syms.get(column) == Some(&keysym) {
-                    let pair = if level3 { (syms.get(4), syms.get(5)) } else { (syms.first(), syms.get(1)) };
-                    return Some(Place { keycode, shift, level3, cased: is_case_pair(pair) });
+                    let pair = if level3 {
+                        (syms.get(4), syms.get(5))
+                    } else {
+                        (syms.first(), syms.get(1))
+                    };
+                    return Some(Place {
+                        keycode,
+                        shift,
+                        level3,
+                        cased: is_case_pair(pair),
+                    });
                 }
             }
         }
@@ -507,7 +592,9 @@ impl Mapping {
 /// The two levels of a key are the lower and upper case of one letter (Caps Lock shifts it).
 fn is_case_pair((lower, upper): (Option<&u32>, Option<&u32>)) -> bool {
     let (Some(&lower), Some(&upper)) = (lower, upper) else { return false };
-    let (Some(lower), Some(upper)) = (keymap::keysym_to_char(lower), keymap::keysym_to_char(upper)) else { return false };
+    let (Some(lower), Some(upper)) = (keymap::keysym_to_char(lower), keymap::keysym_to_char(upper)) else {
+        return false;
+    };
     lower != upper && lower.to_uppercase().eq(std::iter::once(upper))
 }
 
@@ -548,7 +635,14 @@ mod tests {
     fn characters_are_found_at_their_level() {
         // keycode 8: q Q q Q @ Ω (German q), 9: 2 " 2 " ² ⅛, 10: nothing.
         let m = mapping(&[[0x71, 0x51, 0x71, 0x51, 0x40, 0x7d9], [0x32, 0x22, 0x32, 0x22, 0xb2, 0xac3], [0; 6]]);
-        let at = |keycode, shift, level3, cased| Some(Place { keycode, shift, level3, cased });
+        let at = |keycode, shift, level3, cased| {
+            Some(Place {
+                keycode,
+                shift,
+                level3,
+                cased,
+            })
+        };
         assert_eq!(m.find(8, 0x71), at(8, false, false, true));
         assert_eq!(m.find(8, 0x51), at(8, true, false, true));
         assert_eq!(m.find(8, 0x40), at(8, false, true, false));
