@@ -237,6 +237,26 @@ impl X11Desktop {
         Ok(Arc::new(X11Desktop { shared, owner }))
     }
 
+    /// Start a session's own X server and session program ([`server::SessionServer`]) and show
+    /// it: the screen follows the client's size and keyboard layout, and the desktop ends when
+    /// the session does (the program exits: `UserLoggedOff`; the server dies: `Failed`).
+    /// `terminate` ends every process of the session. Call inside a tokio runtime.
+    pub async fn start_session(options: server::SessionServerOptions, layout: KeyboardLayout) -> Result<Arc<X11Desktop>, X11Error> {
+        let size = options.size;
+        let session = server::SessionServer::start(options).await?;
+        let display = session.display().clone();
+        let ended = session.ended();
+        let attach = AttachOptions { allow_resize: true, apply_layout: true };
+        // Attaching takes a few round trips and a full read: off the runtime's threads. If it
+        // fails, `session` is dropped there, which ends the session's processes.
+        let desktop = tokio::task::spawn_blocking(move || X11Desktop::attach_owned(display, attach, Some(Box::new(session)), Some(size)))
+            .await
+            .map_err(|e| X11Error::Request(format!("attaching to the session's display: {e}")))??;
+        desktop.ender().follow(ended);
+        desktop.set_keyboard_layout(layout);
+        Ok(desktop)
+    }
+
     /// The display this desktop shows.
     pub fn display(&self) -> &XDisplay {
         &self.shared.display
@@ -244,9 +264,14 @@ impl X11Desktop {
 
     /// A handle for the owner's watcher to end the desktop (the session program exited) without
     /// keeping the desktop alive.
-    #[allow(dead_code)] // Used by session servers (x11/server.rs).
     pub(crate) fn ender(&self) -> DesktopEnder {
         DesktopEnder { shared: Arc::downgrade(&self.shared) }
+    }
+}
+
+impl DisplayOwner for server::SessionServer {
+    fn terminate(&self) {
+        server::SessionServer::terminate(self);
     }
 }
 
@@ -256,7 +281,6 @@ pub(crate) struct DesktopEnder {
     shared: Weak<Shared>,
 }
 
-#[allow(dead_code)] // Used by session servers (x11/server.rs).
 impl DesktopEnder {
     pub fn end(&self, end: DesktopEnd) {
         if let Some(shared) = self.shared.upgrade() {
