@@ -9,7 +9,8 @@ const MAX_FRAGMENT: usize = 16_000;
 
 /// Append `data` as fast-path update PDUs with `code` to `out`, fragmenting as needed.
 pub fn fastpath_updates(code: UpdateCode, data: &[u8], out: &mut Vec<u8>) {
-    let chunks: Vec<&[u8]> = data.chunks(MAX_FRAGMENT).collect();
+    // An update without data (default or hidden pointer) is still one PDU.
+    let chunks: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(MAX_FRAGMENT).collect() };
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.iter().enumerate() {
         let fragmentation = match (i, chunks.len()) {
@@ -61,5 +62,15 @@ mod tests {
         assert_eq!(reassembled, data);
         assert_eq!(frags.first(), Some(&Fragmentation::First));
         assert_eq!(frags.last(), Some(&Fragmentation::Last));
+    }
+
+    #[test]
+    fn an_update_without_data_is_one_pdu() {
+        let mut out = Vec::new();
+        fastpath_updates(UpdateCode::DefaultPointer, &[], &mut out);
+        let header: FastPathHeader = decode(&out[..]).unwrap();
+        assert_eq!(header.size() + header.data_length, out.len());
+        let pdu: FastPathUpdatePdu<'_> = decode(&out[header.size()..]).unwrap();
+        assert_eq!((pdu.update_code, pdu.fragmentation, pdu.data.len()), (UpdateCode::DefaultPointer, Fragmentation::Single, 0));
     }
 }

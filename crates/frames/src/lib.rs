@@ -8,6 +8,8 @@
 
 mod encode;
 mod fastpath;
+mod pointer;
 
 pub use encode::{CodecProfile, EncodeError, EncodedFrame, Encoder, default_pointer};
 pub use fastpath::fastpath_updates;
+pub use pointer::{PointerLimits, cached_pointer, hidden_pointer, pointer_update};
