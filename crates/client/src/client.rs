@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use crate::connect::{self, REMOTEFX_CODEC_ID, Transport, is_hangup};
 use crate::keymap::{self, KeyStroke};
-use crate::wire::{self, Codec};
+use crate::wire::{self, Codec, PointerUpdate};
 use crate::{ClientConfig, ConnectError, SessionError};
 
 /// A mouse button.
@@ -45,6 +45,27 @@ pub enum Button {
     X1,
     /// "Forward" (extended button 2).
     X2,
+}
+
+/// The pointer the server asked the client to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pointer {
+    /// The client's own default arrow (also what a fresh activation starts with).
+    Default,
+    Hidden,
+    Shape(PointerShape),
+}
+
+/// A pointer image as the client would draw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointerShape {
+    pub width: u16,
+    pub height: u16,
+    pub hotspot_x: u16,
+    pub hotspot_y: u16,
+    /// RGBA8 with straight alpha, rows top to bottom. Pixels the masks mark "invert the screen"
+    /// come out as a black and white checkerboard.
+    pub rgba: Vec<u8>,
 }
 
 /// Connects and runs the connection sequence up to the first activation, within
@@ -81,6 +102,9 @@ pub struct Client {
     session_id: Option<u32>,
     codecs: BTreeMap<Codec, u64>,
     codec_scratch: Vec<Codec>,
+    pointer: Pointer,
+    pointer_updates: BTreeMap<PointerUpdate, u64>,
+    pointer_scratch: Vec<PointerUpdate>,
 }
 
 fn fastpath_input_allowed(flags: InputFlags) -> bool {
@@ -136,6 +160,9 @@ impl Client {
             session_id: None,
             codecs: BTreeMap::new(),
             codec_scratch: Vec::new(),
+            pointer: Pointer::Default,
+            pointer_updates: BTreeMap::new(),
+            pointer_scratch: Vec::new(),
         }
     }
 
@@ -192,6 +219,16 @@ impl Client {
     /// or surface commands that used it.
     pub fn codecs_seen(&self) -> Vec<(Codec, u64)> {
         self.codecs.iter().map(|(&c, &n)| (c, n)).collect()
+    }
+
+    /// The pointer as the server last set it.
+    pub fn pointer(&self) -> &Pointer {
+        &self.pointer
+    }
+
+    /// The pointer updates received so far: each kind with how many came.
+    pub fn pointer_updates_seen(&self) -> Vec<(PointerUpdate, u64)> {
+        self.pointer_updates.iter().map(|(&k, &n)| (k, n)).collect()
     }
 
     /// Whether the server opened the display control channel and sent its capabilities, so that
@@ -310,6 +347,11 @@ impl Client {
                 for &codec in &self.codec_scratch {
                     *self.codecs.entry(codec).or_default() += 1;
                 }
+                self.pointer_scratch.clear();
+                wire::fastpath_pointer_updates(frame, &mut self.pointer_scratch);
+                for &kind in &self.pointer_scratch {
+                    *self.pointer_updates.entry(kind).or_default() += 1;
+                }
             }
         }
         let outputs = self
@@ -328,6 +370,17 @@ impl Client {
                 ActiveStageOutput::ResponseFrame(frame) => self.send(&frame).await?,
                 ActiveStageOutput::GraphicsUpdate(_) => self.frames += 1,
                 ActiveStageOutput::SessionId(id) => self.session_id = Some(id),
+                ActiveStageOutput::PointerDefault => self.pointer = Pointer::Default,
+                ActiveStageOutput::PointerHidden => self.pointer = Pointer::Hidden,
+                ActiveStageOutput::PointerBitmap(p) => {
+                    self.pointer = Pointer::Shape(PointerShape {
+                        width: p.width,
+                        height: p.height,
+                        hotspot_x: p.hotspot_x,
+                        hotspot_y: p.hotspot_y,
+                        rgba: p.bitmap_data.clone(),
+                    })
+                }
                 ActiveStageOutput::DeactivateAll => self.reactivate().await?,
                 ActiveStageOutput::Terminate(reason) => {
                     debug!(%reason, "server ended the session");
@@ -425,6 +478,8 @@ impl Client {
                         desktop_size.height,
                     );
                     self.fastpath_input = fastpath_input_allowed(input_flags);
+                    // The stage dropped its pointer cache; the server starts over too.
+                    self.pointer = Pointer::Default;
                     self.refresh_rect = refresh_rect_support;
                     self.suppress_output = suppress_output_support;
                     debug!(

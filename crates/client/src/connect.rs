@@ -117,9 +117,10 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         license_cache: None,
         timezone_info: Default::default(),
         compression_type: None,
-        // Headless: the pointer is not drawn into the framebuffer, so pixel checks see the desktop.
-        enable_server_pointer: false,
-        pointer_software_rendering: true,
+        // Server pointer shapes are decoded but not drawn ("accelerated" mode hands them to us
+        // instead): the framebuffer stays the desktop's, so pixel checks see only the desktop.
+        enable_server_pointer: true,
+        pointer_software_rendering: false,
         multitransport_flags: None,
         support_dyn_vc_gfx_protocol: false,
     }

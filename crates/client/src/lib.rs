@@ -26,7 +26,7 @@ pub mod keymap;
 mod tls;
 mod wire;
 
-pub use client::{Button, Client, connect};
+pub use client::{Button, Client, Pointer, PointerShape, connect};
 pub use config::{ClientConfig, Security};
 pub use error::{ConnectError, SessionError};
-pub use wire::{Codec, preconnection_pdu};
+pub use wire::{Codec, PointerUpdate, preconnection_pdu};

@@ -90,6 +90,49 @@ const BITMAP_COMPRESSION: u16 = 0x1;
 /// a fragment only the commands that are complete in it: enough to tell which codec the server
 /// chose without reassembling anything.
 pub fn fastpath_codecs(frame: &[u8], remotefx_id: u8, out: &mut Vec<Codec>) {
+    first_fragments(frame, |code, data| match code {
+        FASTPATH_UPDATETYPE_SURFCMDS => surface_command_codecs(data, remotefx_id, out),
+        FASTPATH_UPDATETYPE_BITMAP => bitmap_update_codecs(data, out),
+        _ => {}
+    });
+}
+
+/// Which kind of pointer update the server sent (fast-path update codes 0x5 to 0xC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PointerUpdate {
+    Hidden,
+    Default,
+    Position,
+    /// 24 bpp Color Pointer.
+    Color,
+    /// A shape from the client's pointer cache, by index.
+    Cached,
+    /// New Pointer (any bpp, up to 96x96).
+    New,
+    /// Large Pointer (up to 384x384).
+    Large,
+}
+
+/// Lists the pointer updates in one fast-path output PDU (a fragmented one counts once, at
+/// its first fragment).
+pub fn fastpath_pointer_updates(frame: &[u8], out: &mut Vec<PointerUpdate>) {
+    first_fragments(frame, |code, _| {
+        out.extend(match code {
+            0x5 => Some(PointerUpdate::Hidden),
+            0x6 => Some(PointerUpdate::Default),
+            0x8 => Some(PointerUpdate::Position),
+            0x9 => Some(PointerUpdate::Color),
+            0xA => Some(PointerUpdate::Cached),
+            0xB => Some(PointerUpdate::New),
+            0xC => Some(PointerUpdate::Large),
+            _ => None,
+        })
+    });
+}
+
+/// Calls `f` with the update code and data of every uncompressed update in a fast-path output
+/// PDU that is unfragmented or the first fragment of one.
+fn first_fragments(frame: &[u8], mut f: impl FnMut(u8, &[u8])) {
     // TS_FP_UPDATE_PDU: fpOutputHeader, then a 1- or 2-byte length.
     let Some(&len1) = frame.get(1) else { return };
     let mut rest = if len1 & 0x80 != 0 {
@@ -122,11 +165,7 @@ pub fn fastpath_codecs(frame: &[u8], remotefx_id: u8, out: &mut Vec<Codec>) {
         {
             continue;
         }
-        match code {
-            FASTPATH_UPDATETYPE_SURFCMDS => surface_command_codecs(data, remotefx_id, out),
-            FASTPATH_UPDATETYPE_BITMAP => bitmap_update_codecs(data, out),
-            _ => {}
-        }
+        f(code, data);
     }
 }
 
