@@ -20,7 +20,7 @@ use ironrdp_pdu::rdp::capability_sets::{
 };
 use ironrdp_tokio::TokioFramed;
 use rdhost_desktop::{KeyboardLayout, Size};
-use rdhost_frames::CodecProfile;
+use rdhost_frames::{CodecProfile, PointerLimits};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -312,6 +312,9 @@ impl DisplayControlHandler for ResizeRequests {
     }
 }
 
+/// Pointer cache entries we use at most, whatever the client offers: each holds a shape on our side.
+const POINTER_CACHE_SIZE: u16 = 32;
+
 fn server_capabilities(size: Size) -> Vec<CapabilitySet> {
     vec![
         CapabilitySet::General(capability_sets::General {
@@ -334,7 +337,16 @@ fn server_capabilities(size: Size) -> Vec<CapabilitySet> {
             224,
         )),
         CapabilitySet::SurfaceCommands(capability_sets::SurfaceCommands { flags: CmdFlags::SET_SURFACE_BITS | CmdFlags::FRAME_MARKER }),
-        CapabilitySet::Pointer(capability_sets::Pointer { color_pointer_cache_size: 32, pointer_cache_size: 32 }),
+        CapabilitySet::Pointer(capability_sets::Pointer {
+            color_pointer_cache_size: POINTER_CACHE_SIZE,
+            pointer_cache_size: POINTER_CACHE_SIZE,
+        }),
+        // Both sides must set a flag before shapes past 32x32 (96x96 flag) or 96x96 (Large
+        // Pointer updates) may be sent; the client's confirmed flags decide.
+        CapabilitySet::LargePointer(capability_sets::LargePointer {
+            flags: capability_sets::LargePointerSupportFlags::UP_TO_96X96_PIXELS
+                | capability_sets::LargePointerSupportFlags::UP_TO_384X384_PIXELS,
+        }),
         CapabilitySet::Input(capability_sets::Input {
             input_flags: capability_sets::InputFlags::SCANCODES
                 | capability_sets::InputFlags::MOUSEX
@@ -367,6 +379,8 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
     let mut max_request_size = 0x3F_0000u32;
     let mut resizable = false;
     let mut layout = None;
+    let mut pointer_cache = 0;
+    let mut large_pointer = capability_sets::LargePointerSupportFlags::empty();
     for cap in caps {
         match cap {
             CapabilitySet::General(g) => fastpath = g.extra_flags.contains(GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED),
@@ -374,6 +388,10 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
             CapabilitySet::SurfaceCommands(s) => surface_bits = s.flags.contains(CmdFlags::SET_SURFACE_BITS),
             CapabilitySet::MultiFragmentUpdate(m) => max_request_size = m.max_request_size,
             CapabilitySet::Input(i) if i.keyboard_layout != 0 => layout = Some(i.keyboard_layout),
+            // pointerCacheSize is the cache New Pointer updates fill (colorPointerCacheSize is
+            // for 24 bpp Color Pointer updates, which we do not send).
+            CapabilitySet::Pointer(p) => pointer_cache = p.pointer_cache_size.min(POINTER_CACHE_SIZE),
+            CapabilitySet::LargePointer(l) => large_pointer = l.flags,
             CapabilitySet::BitmapCodecs(BitmapCodecs(codecs)) => {
                 for codec in codecs {
                     if let CodecProperty::RemoteFx(RemoteFxContainer::ClientContainer(c))
@@ -397,5 +415,12 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
     if layout.is_none() {
         warn!("client did not say its keyboard layout; assuming US");
     }
-    Ok(Negotiated { profile, max_request_size, resizable, keyboard_layout: layout.map(KeyboardLayout) })
+    let pointer = PointerLimits::new(
+        pointer_cache,
+        large_pointer.contains(capability_sets::LargePointerSupportFlags::UP_TO_96X96_PIXELS),
+        large_pointer.contains(capability_sets::LargePointerSupportFlags::UP_TO_384X384_PIXELS),
+        max_request_size,
+    );
+    debug!(?pointer, "pointer shapes");
+    Ok(Negotiated { profile, max_request_size, resizable, keyboard_layout: layout.map(KeyboardLayout), pointer })
 }

@@ -14,8 +14,8 @@ use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPd
 use ironrdp_pdu::x224::X224;
 use ironrdp_svc::{StaticChannelSet, server_encode_svc_messages};
 use ironrdp_tokio::TokioFramed;
-use rdhost_desktop::{Desktop, KeyboardLayout, Rect, Size};
-use rdhost_frames::{CodecProfile, Encoder, default_pointer};
+use rdhost_desktop::{CursorShape, Desktop, KeyboardLayout, Rect, Size};
+use rdhost_frames::{CodecProfile, Encoder, PointerLimits, default_pointer};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::input;
 use crate::pdus::{self, Channels};
+use crate::pointer::PointerCache;
 
 /// A client that does not take our bytes for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +38,7 @@ pub(crate) struct Negotiated {
     /// The client takes a deactivation-reactivation with a new size.
     pub resizable: bool,
     pub keyboard_layout: Option<KeyboardLayout>,
+    pub pointer: PointerLimits,
 }
 
 /// Who the client is and what it asked for.
@@ -76,6 +78,8 @@ pub struct Terminal {
     static_channels: StaticChannelSet,
     negotiated: Negotiated,
     encoder: Encoder,
+    /// Which pointer shapes the client holds, by cache index.
+    pointer: PointerCache,
     size: Size,
     resize_requests: watch::Receiver<Option<Size>>,
     client: ClientDetails,
@@ -104,6 +108,7 @@ impl Terminal {
             channels: Channels { io: result.io_channel_id, user: result.user_channel_id },
             static_channels: result.static_channels,
             encoder: Encoder::new(negotiated.profile, negotiated.max_request_size),
+            pointer: PointerCache::new(negotiated.pointer),
             negotiated,
             size,
             resize_requests,
@@ -153,7 +158,9 @@ impl Terminal {
         let mut desktop = desktop;
         self.attach(&desktop);
         let mut screen = desktop.canvas().subscribe();
-        if let Err(end) = self.write(&default_pointer()).await {
+        // Only the newest shape matters: a watch never queues the ones in between.
+        let mut cursor = desktop.cursor();
+        if let Err(end) = self.show_pointer(cursor.borrow_and_update().clone()).await {
             return end;
         }
         if let Err(end) = self.start_channels().await {
@@ -173,6 +180,10 @@ impl Terminal {
                         desktop = next;
                         self.attach(&desktop);
                         screen = desktop.canvas().subscribe();
+                        cursor = desktop.cursor();
+                        if let Err(end) = self.show_pointer(cursor.borrow_and_update().clone()).await {
+                            return end;
+                        }
                     }
                     Some(TerminalCommand::Disconnect { error_info }) => {
                         self.say_goodbye(error_info).await;
@@ -207,6 +218,12 @@ impl Terminal {
                         }
                     }
                 },
+                Ok(()) = cursor.changed() => {
+                    let shape = cursor.borrow_and_update().clone();
+                    if let Err(end) = self.show_pointer(shape).await {
+                        return end;
+                    }
+                },
                 () = screen.changed(), if !suppressed => {
                     let Some(frame) = screen.take_aligned(self.encoder.x_alignment()) else { continue };
                     if frame.size != self.size {
@@ -219,6 +236,10 @@ impl Terminal {
                             Ok(terminal) => terminal,
                             Err(end) => return end,
                         };
+                        // A reactivated client starts again from its default pointer.
+                        if let Err(end) = self.show_pointer(cursor.borrow().clone()).await {
+                            return end;
+                        }
                     }
                     let mut encoder = std::mem::replace(&mut self.encoder, Encoder::new(self.negotiated.profile, self.negotiated.max_request_size));
                     // Encoding is CPU work: keep it off the connection's thread.
@@ -260,6 +281,15 @@ impl Terminal {
         }
     }
 
+    /// Make the client show `shape` (`None`: its default arrow).
+    async fn show_pointer(&mut self, shape: Option<Arc<CursorShape>>) -> Result<(), TerminalEnd> {
+        let bytes = self.pointer.update_for(shape.as_ref()).unwrap_or_else(|e| {
+            warn!(error = %e, "pointer shape not sent; default pointer instead");
+            default_pointer()
+        });
+        self.write(&bytes).await
+    }
+
     async fn write(&mut self, bytes: &[u8]) -> Result<(), TerminalEnd> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.framed.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
@@ -282,7 +312,9 @@ impl Terminal {
     async fn reactivate(mut self, size: Size) -> Result<Self, TerminalEnd> {
         info!(peer = %self.client.peer, ?size, "resizing client screen");
         self.write(&pdus::deactivate_all(self.channels)).await?;
-        let Terminal { framed, acceptor, static_channels, .. } = self;
+        let Terminal { framed, acceptor, static_channels, mut pointer, .. } = self;
+        // The client may drop its pointer cache with the rest of its state.
+        pointer.clear();
         let mut acceptor = Acceptor::new_deactivation_reactivation(
             acceptor,
             static_channels,
@@ -298,6 +330,7 @@ impl Terminal {
             channels: Channels { io: result.io_channel_id, user: result.user_channel_id },
             static_channels: result.static_channels,
             encoder: Encoder::new(self.negotiated.profile, self.negotiated.max_request_size),
+            pointer,
             size,
             early_input: result.input_events,
             ..self

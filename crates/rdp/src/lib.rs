@@ -11,6 +11,7 @@ mod active;
 mod input;
 mod nla;
 mod pdus;
+mod pointer;
 
 pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, CodecPreference, Security, accept};
 pub use active::{Terminal, TerminalCommand, TerminalEnd};

@@ -1,0 +1,315 @@
+//! Pointer shapes from a desktop reach the client: a real Terminal (accept + run) on loopback
+//! showing a fake desktop whose cursor the test sets, against our headless client and, where
+//! installed, FreeRDP's xfreerdp.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdhost_client::{Client, ClientConfig, Pointer, PointerShape, PointerUpdate};
+use rdhost_desktop::{Canvas, CursorShape, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size};
+use rdhost_rdp::{AcceptConfig, AuthFailure, Authenticate, CodecPreference, Security, TerminalCommand, TerminalEnd};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A desktop that is a blank canvas and a cursor the test sets.
+struct FakeDesktop {
+    canvas: Arc<Canvas>,
+    cursor: watch::Sender<Option<Arc<CursorShape>>>,
+    ended: watch::Sender<Option<DesktopEnd>>,
+}
+
+impl FakeDesktop {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            canvas: Canvas::new(Size::new(640, 480)),
+            cursor: watch::channel(None).0,
+            ended: watch::channel(None).0,
+        })
+    }
+    fn set_cursor(&self, shape: Option<Arc<CursorShape>>) {
+        self.cursor.send_replace(shape);
+    }
+}
+
+impl Desktop for FakeDesktop {
+    fn canvas(&self) -> &Arc<Canvas> {
+        &self.canvas
+    }
+    fn input(&self, _event: InputEvent) {}
+    fn resize(&self, size: Size) {
+        self.canvas.resize(size);
+    }
+    fn set_keyboard_layout(&self, _layout: KeyboardLayout) {}
+    fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
+        self.ended.subscribe()
+    }
+    fn terminate(&self) {}
+    fn cursor(&self) -> watch::Receiver<Option<Arc<CursorShape>>> {
+        self.cursor.subscribe()
+    }
+}
+
+/// Anyone with the password "pw" is let in.
+struct Password;
+
+impl Authenticate for Password {
+    type Identity = ();
+    async fn authenticate(&self, _user: &str, _domain: Option<&str>, password: &str, _peer: SocketAddr) -> Result<(), AuthFailure> {
+        if password == "pw" { Ok(()) } else { Err(AuthFailure("wrong password".into())) }
+    }
+    fn nt_hash(&self, _user: &str) -> Option<[u8; 16]> {
+        None
+    }
+    async fn identity_after_nla(&self, _user: &str, _peer: SocketAddr) -> Result<(), AuthFailure> {
+        Err(AuthFailure("no NLA here".into()))
+    }
+}
+
+fn accept_config() -> AcceptConfig {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .unwrap();
+    AcceptConfig {
+        tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        security: Security::Tls,
+        handshake_timeout: Duration::from_secs(20),
+        default_size: Size::new(640, 480),
+        codec: CodecPreference::Lossless,
+        public_key: Vec::new(),
+    }
+}
+
+/// A terminal serving one client on a loopback port.
+struct Served {
+    addr: SocketAddr,
+    commands: mpsc::Sender<TerminalCommand>,
+    /// Fires when the client has finished the connection sequence.
+    connected: oneshot::Receiver<()>,
+    end: oneshot::Receiver<TerminalEnd>,
+}
+
+/// Serve `desktop` to the first client that connects.
+async fn serve(desktop: Arc<FakeDesktop>) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (commands, command_rx) = mpsc::channel(8);
+    let (connected_tx, connected) = oneshot::channel();
+    let (end_tx, end) = oneshot::channel();
+    // IronRDP's acceptor futures are not Send: the terminal runs on the test's LocalSet.
+    tokio::task::spawn_local(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let accepted = rdhost_rdp::accept(stream, peer, &accept_config(), &Password).await.unwrap();
+        let _ = connected_tx.send(());
+        let _ = end_tx.send(accepted.terminal.run(desktop, command_rx).await);
+    });
+    Served { addr, commands, connected, end }
+}
+
+/// A `size` x `size` shape: a diagonal gradient whose alpha falls from opaque (top-left) to
+/// transparent (bottom-right), so row order, channel order and alpha all show.
+fn gradient(size: u16, hotspot: (u16, u16), tint: u8) -> Arc<CursorShape> {
+    let mut bgra = Vec::new();
+    for y in 0..size {
+        for x in 0..size {
+            let alpha = 255 - ((u32::from(x) + u32::from(y)) * 255 / (2 * u32::from(size) - 2)) as u8;
+            bgra.extend_from_slice(&[tint, (y * 255 / (size - 1)) as u8, (x * 255 / (size - 1)) as u8, alpha]);
+        }
+    }
+    Arc::new(CursorShape { width: size, height: size, hotspot_x: hotspot.0, hotspot_y: hotspot.1, bgra })
+}
+
+/// What the client should show for `shape`: the same pixels as RGBA, transparent ones zeroed.
+fn as_seen(shape: &CursorShape) -> Pointer {
+    let rgba = shape.bgra.chunks(4).flat_map(|p| if p[3] == 0 { [0, 0, 0, 0] } else { [p[2], p[1], p[0], p[3]] }).collect();
+    Pointer::Shape(PointerShape {
+        width: shape.width,
+        height: shape.height,
+        hotspot_x: shape.hotspot_x,
+        hotspot_y: shape.hotspot_y,
+        rgba,
+    })
+}
+
+fn count(client: &Client, kind: PointerUpdate) -> u64 {
+    client.pointer_updates_seen().iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+}
+
+async fn wait_for(client: &mut Client, what: &str, mut pred: impl FnMut(&Client) -> bool) {
+    let seen = client.pump_until(WAIT, |c| pred(c)).await.unwrap();
+    assert!(seen, "{what}: client shows {:?} after {:?}", client.pointer(), client.pointer_updates_seen());
+}
+
+#[tokio::test]
+async fn the_client_shows_each_shape_the_desktop_sets() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let desktop = FakeDesktop::new();
+            let arrow = gradient(24, (3, 5), 0x40);
+            desktop.set_cursor(Some(Arc::clone(&arrow)));
+            let Served { addr, commands, end, .. } = serve(Arc::clone(&desktop)).await;
+            let mut client = rdhost_client::connect(ClientConfig::new(addr, "u", "pw")).await.unwrap();
+
+            // The shape set before the client came is the first it sees.
+            wait_for(&mut client, "first shape", |c| *c.pointer() == as_seen(&arrow)).await;
+            assert_eq!(count(&client, PointerUpdate::New), 1);
+
+            // A change arrives as a new shape; odd sizes pad the AND mask.
+            let beam = gradient(13, (6, 12), 0xC0);
+            desktop.set_cursor(Some(Arc::clone(&beam)));
+            wait_for(&mut client, "second shape", |c| *c.pointer() == as_seen(&beam)).await;
+            assert_eq!(count(&client, PointerUpdate::New), 2);
+
+            // Back to the first: the client takes it from its cache, by index.
+            desktop.set_cursor(Some(Arc::new((*arrow).clone())));
+            wait_for(&mut client, "cached shape", |c| *c.pointer() == as_seen(&arrow)).await;
+            assert_eq!((count(&client, PointerUpdate::Cached), count(&client, PointerUpdate::New)), (1, 2));
+
+            // None is the client's default arrow.
+            desktop.set_cursor(None);
+            wait_for(&mut client, "default pointer", |c| *c.pointer() == Pointer::Default).await;
+
+            // Past 96 pixels: a Large Pointer update (our client takes up to 384x384).
+            let huge = gradient(128, (100, 2), 0x80);
+            desktop.set_cursor(Some(Arc::clone(&huge)));
+            wait_for(&mut client, "large shape", |c| *c.pointer() == as_seen(&huge)).await;
+            assert_eq!(count(&client, PointerUpdate::Large), 1);
+
+            // A resize reactivates the client, which drops its pointer cache: the shape is sent
+            // again in full, not by an index the client no longer has.
+            desktop.set_cursor(Some(Arc::clone(&beam)));
+            wait_for(&mut client, "cached again", |c| *c.pointer() == as_seen(&beam)).await;
+            let new_before = count(&client, PointerUpdate::New);
+            desktop.canvas.resize(Size::new(800, 600));
+            wait_for(&mut client, "shape after resize", |c| c.width() == 800 && *c.pointer() == as_seen(&beam)).await;
+            assert_eq!(count(&client, PointerUpdate::New), new_before + 1);
+
+            // Only the newest of a burst of changes matters; it is what the client ends with.
+            for tint in 0..50 {
+                desktop.set_cursor(Some(gradient(16, (0, 0), tint)));
+            }
+            let last = gradient(16, (0, 0), 49);
+            wait_for(&mut client, "newest of a burst", |c| *c.pointer() == as_seen(&last)).await;
+
+            commands.send(TerminalCommand::Disconnect { error_info: rdhost_rdp::error_info::LOGOFF_BY_USER }).await.unwrap();
+            assert_eq!(end.await.unwrap(), TerminalEnd::Disconnected { error_info: rdhost_rdp::error_info::LOGOFF_BY_USER });
+        })
+        .await;
+}
+
+/// A child process killed and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+}
+
+/// FreeRDP checks pointer updates strictly (mask lengths, sizes against its Large Pointer
+/// flags, cache indices against its cache size) and drops the connection on any mismatch. It
+/// must stay connected through every kind of shape we send and leave only when told to.
+#[tokio::test]
+async fn xfreerdp_stays_connected_through_every_kind_of_pointer_update() {
+    if !on_path("xfreerdp") || !on_path("Xvfb") {
+        assert!(std::env::var_os("CI").is_none(), "xfreerdp and Xvfb are needed (apt packages freerdp2-x11, xvfb)");
+        eprintln!("skipped: xfreerdp or Xvfb missing");
+        return;
+    }
+    // -displayfd picks a free display and prints its number when ready: no races with others.
+    let mut xvfb = Proc(
+        Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(xvfb.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let display = format!(":{}", line.trim());
+    let home = tempfile::tempdir().unwrap();
+
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let desktop = FakeDesktop::new();
+            desktop.set_cursor(Some(gradient(24, (3, 5), 0x40)));
+            let Served { addr, commands, connected, end } = serve(Arc::clone(&desktop)).await;
+            let log = home.path().join("xfreerdp.log");
+            let mut xfreerdp = Proc(
+                Command::new("xfreerdp")
+                    .arg(format!("/v:{addr}"))
+                    .args(["/u:u", "/p:pw", "/cert:ignore", "/sec:tls", "/size:640x480"])
+                    .env("DISPLAY", &display)
+                    .env("HOME", home.path())
+                    .env("XDG_CONFIG_HOME", home.path().join(".config"))
+                    .stdin(Stdio::null())
+                    .stdout(std::fs::File::create(&log).unwrap())
+                    .stderr(std::fs::File::create(home.path().join("xfreerdp.err")).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+            let client_log = || {
+                let read = |name: &str| std::fs::read_to_string(home.path().join(name)).unwrap_or_default();
+                format!("{}{}", read("xfreerdp.log"), read("xfreerdp.err"))
+            };
+            let still_there = |xfreerdp: &mut Proc, step: &str| {
+                if let Some(status) = xfreerdp.0.try_wait().unwrap() {
+                    panic!("xfreerdp left after {step} ({status}):\n{}", client_log());
+                }
+            };
+            // Each shape, then a moment for xfreerdp to take it in.
+            let shapes: Vec<(&str, Option<Arc<CursorShape>>)> = vec![
+                ("a 13x13 shape", Some(gradient(13, (6, 12), 0xC0))),
+                ("the first shape again (cached)", Some(gradient(24, (3, 5), 0x40))),
+                ("a 64x64 shape", Some(gradient(64, (10, 10), 0x10))),
+                ("a 200x200 shape", Some(gradient(200, (150, 20), 0x20))),
+                ("an empty shape (hidden)", Some(Arc::new(CursorShape { width: 0, height: 0, hotspot_x: 0, hotspot_y: 0, bgra: vec![] }))),
+                ("the default pointer", None),
+                ("the 13x13 shape again", Some(gradient(13, (6, 12), 0xC0))),
+            ];
+            // Connected, and a moment to open its window and take the first shape.
+            let accepted = tokio::time::timeout(Duration::from_secs(30), connected).await;
+            assert!(matches!(accepted, Ok(Ok(()))), "xfreerdp did not connect:\n{}", client_log());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            still_there(&mut xfreerdp, "the first shape");
+            for (step, shape) in shapes {
+                desktop.set_cursor(shape);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                still_there(&mut xfreerdp, step);
+            }
+            commands.send(TerminalCommand::Disconnect { error_info: rdhost_rdp::error_info::LOGOFF_BY_USER }).await.unwrap();
+            assert_eq!(end.await.unwrap(), TerminalEnd::Disconnected { error_info: rdhost_rdp::error_info::LOGOFF_BY_USER });
+            let deadline = Instant::now() + WAIT;
+            let status = loop {
+                if let Some(status) = xfreerdp.0.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "xfreerdp did not exit after the disconnect");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            // xfreerdp's exit code for ERRINFO_LOGOFF_BY_USER: it left because we said so.
+            assert_eq!(status.code(), Some(12), "{}", client_log());
+            let log = client_log();
+            assert!(!log.to_lowercase().contains("pointer"), "xfreerdp complained about a pointer:\n{log}");
+        })
+        .await;
+}
