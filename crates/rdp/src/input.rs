@@ -62,8 +62,8 @@ fn mouse(pdu: &MousePdu, out: &mut Vec<InputEvent>) {
         // The PDU decoder already sign-extends the 9-bit rotation field.
         let delta = pdu.number_of_wheel_rotation_units;
         let axis = if flags.contains(PointerFlags::HORIZONTAL_WHEEL) { WheelAxis::Horizontal } else { WheelAxis::Vertical };
-        // Windows' horizontal wheel is positive to the left; ours is positive to the right.
-        let delta = if axis == WheelAxis::Horizontal { -delta } else { delta };
+        // Horizontal: positive is to the right, as WM_MOUSEHWHEEL has it and as FreeRDP sends
+        // it (its X client turns button 6, left, into a negative rotation).
         out.push(InputEvent::Wheel { axis, delta, x, y });
         return;
     }
@@ -127,10 +127,10 @@ mod tests {
             decode(0x0200, 120),
             vec![InputEvent::Wheel { axis: WheelAxis::Vertical, delta: 120, x: 10, y: 20 }]
         );
-        // Horizontal, Windows-positive (left) becomes negative (left) in our convention.
+        // Horizontal: positive is right on the wire and in our convention.
         assert_eq!(
             decode(0x0400, 120),
-            vec![InputEvent::Wheel { axis: WheelAxis::Horizontal, delta: -120, x: 10, y: 20 }]
+            vec![InputEvent::Wheel { axis: WheelAxis::Horizontal, delta: 120, x: 10, y: 20 }]
         );
     }
 

@@ -141,8 +141,8 @@ impl XInput {
                 };
                 self.fake(conn, if pressed { BUTTON_PRESS } else { BUTTON_RELEASE }, button)?;
             }
-            InputEvent::Wheel { axis, delta, x, y } => {
-                self.motion(conn, x, y)?;
+            // The wheel turns where the pointer is: FreeRDP sends (0, 0) as a wheel event's position.
+            InputEvent::Wheel { axis, delta, .. } => {
                 // X wheel buttons: 4 up, 5 down, 6 left, 7 right.
                 let (slot, positive, negative) = match axis {
                     WheelAxis::Vertical => (0, 4, 5),
@@ -186,7 +186,10 @@ impl XInput {
         }
         self.finish_layout(conn);
         let mut command = Command::new("setxkbmap");
-        command.args(["-display", &self.display.name, "-layout", xkb.layout, "-variant", xkb.variant]);
+        // The evdev rules, always: our scancode table gives evdev keycodes, and Xorg without
+        // input devices (the dummy driver's sessions) starts with the xfree86 keycodes instead,
+        // where right Alt would be keypad Enter.
+        command.args(["-display", &self.display.name, "-rules", "evdev", "-model", "pc105", "-layout", xkb.layout, "-variant", xkb.variant]);
         if let Some(path) = &self.display.xauthority {
             command.env("XAUTHORITY", path);
         }
