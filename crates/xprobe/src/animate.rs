@@ -1,7 +1,9 @@
 //! The frames `rdhost-xanimate` draws: a diagonal colour gradient that scrolls by a few palette
 //! steps every frame, with a vertical bar in contrasting colours that moves across. Every pixel
 //! differs from the frame before (tested below), so a capture path sees the whole window damaged
-//! and has to move all of it.
+//! and has to move all of it, except the frame code: the frame number drawn at the top-left as
+//! [`CODE_BITS`] black (0) or white (1) cells of [`CODE_CELL`]x[`CODE_CELL`] pixels, lowest bit
+//! first, so that a viewer can count the frames it really shows (it survives lossy codecs).
 
 /// Gradient colours before the pattern repeats.
 const PERIOD: usize = 1024;
@@ -10,6 +12,25 @@ const STEP: usize = 5;
 const BAR_WIDTH: usize = 16;
 /// Pixels the bar moves per frame: more than its width, so it never covers a pixel twice running.
 const BAR_SPEED: usize = 24;
+/// Bits of the frame number drawn at the top-left, and the side of each cell.
+pub const CODE_BITS: usize = 16;
+pub const CODE_CELL: usize = 8;
+
+/// The frame number as drawn, from a pixel reader (`x, y → 0x00RRGGBB`); `None` when a cell is
+/// neither clearly black nor clearly white (a frame half drawn, or a lossy codec's noise).
+pub fn read_frame_code(pixel: impl Fn(usize, usize) -> Option<u32>) -> Option<u16> {
+    let mut n = 0u16;
+    for bit in 0..CODE_BITS {
+        let p = pixel(bit * CODE_CELL + CODE_CELL / 2, CODE_CELL / 2)?;
+        let lum = (p >> 16 & 0xff) + (p >> 8 & 0xff) + (p & 0xff);
+        match lum {
+            l if l > 3 * 200 => n |= 1 << bit,
+            l if l < 3 * 55 => {}
+            _ => return None,
+        }
+    }
+    Some(n)
+}
 
 pub struct Pattern {
     width: usize,
@@ -59,6 +80,11 @@ impl Pattern {
             for p in &mut row[bar..end] {
                 *p ^= 0x0080_8080;
             }
+            if y < CODE_CELL {
+                for (i, p) in row.iter_mut().take(CODE_BITS * CODE_CELL).enumerate() {
+                    *p = if frame >> (i / CODE_CELL) & 1 == 1 { 0x00ff_ffff } else { 0 };
+                }
+            }
         }
     }
 }
@@ -85,8 +111,13 @@ mod tests {
             pattern.draw(0, &mut a);
             for frame in 1..(PERIOD as u64 + 40) {
                 pattern.draw(frame, &mut b);
-                let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+                let code_area = |i: usize| i % usize::from(w) < CODE_BITS * CODE_CELL && i / usize::from(w) < CODE_CELL;
+                let same = a.iter().zip(&b).enumerate().filter(|(i, (x, y))| x == y && !code_area(*i)).count();
                 assert_eq!(same, 0, "{w}x{h}: frame {frame} left {same} pixels as they were");
+                if w >= 128 && h >= 8 {
+                    let code = read_frame_code(|x, y| b.get(y * usize::from(w) + x).copied());
+                    assert_eq!(code, Some(frame as u16), "{w}x{h}: frame code");
+                }
                 std::mem::swap(&mut a, &mut b);
             }
         }

@@ -55,6 +55,8 @@ pub enum Report {
     },
     /// The keyboard mapping changed (and the recorder re-read it).
     MappingNotify,
+    /// The screen (root window) took a new size; a full-screen recorder window follows it.
+    Screen { width: u16, height: u16 },
 }
 
 impl fmt::Display for Report {
@@ -101,6 +103,7 @@ impl fmt::Display for Report {
                 write!(f, "motion x={x} y={y} root_x={root_x} root_y={root_y} state={state:#x}")
             }
             Report::MappingNotify => write!(f, "mapping-notify"),
+            Report::Screen { width, height } => write!(f, "screen w={width} h={height}"),
         }
     }
 }
@@ -191,6 +194,7 @@ impl Report {
                 state: num(get("state"))?,
             },
             "mapping-notify" => Report::MappingNotify,
+            "screen" => Report::Screen { width: num(get("w"))?, height: num(get("h"))? },
             _ => return None,
         })
     }

@@ -46,7 +46,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     rdhost_xprobe::catch_termination();
     let (conn, screen) = x11rb::connect(None)?;
     let root = &conn.setup().roots[screen];
+    let full_screen = geometry.is_none();
     let (width, height, x, y) = geometry.unwrap_or((root.width_in_pixels, root.height_in_pixels, 0, 0));
+    let root_window = root.root;
+    // Screen size changes are reported; a full-screen window follows them, like a maximised app.
+    conn.change_window_attributes(root_window, &ChangeWindowAttributesAux::new().event_mask(EventMask::STRUCTURE_NOTIFY))?;
+    let mut screen_size = (root.width_in_pixels, root.height_in_pixels);
 
     let window = conn.generate_id()?;
     let events = EventMask::KEY_PRESS
@@ -109,6 +114,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     height,
                     color: COLORS[color],
                 })?;
+            }
+            Event::ConfigureNotify(e) if e.window == root_window && (e.width, e.height) != screen_size => {
+                screen_size = (e.width, e.height);
+                if full_screen {
+                    conn.configure_window(window, &x11rb::protocol::xproto::ConfigureWindowAux::new().width(u32::from(e.width)).height(u32::from(e.height)))?;
+                    conn.flush()?;
+                }
+                print(Report::Screen { width: e.width, height: e.height })?;
             }
             Event::MappingNotify(e) if e.request != Mapping::POINTER => {
                 keymap = KeyboardMap::read(&conn)?;
