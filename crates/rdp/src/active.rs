@@ -14,7 +14,7 @@ use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPd
 use ironrdp_pdu::x224::X224;
 use ironrdp_svc::{StaticChannelSet, server_encode_svc_messages};
 use ironrdp_tokio::TokioFramed;
-use rdhost_desktop::{CursorShape, Desktop, KeyboardLayout, Rect, Size};
+use rdhost_desktop::{CursorShape, Desktop, InputEvent, KeyboardLayout, Rect, Size};
 use rdhost_frames::{CodecProfile, Encoder, PointerLimits, default_pointer};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -85,6 +85,9 @@ pub struct Terminal {
     client: ClientDetails,
     /// Input that arrived during the connection sequence, delivered once a desktop is shown.
     early_input: Vec<Vec<u8>>,
+    /// Where the client's pointer last was: a wheel event's own position is not to be trusted
+    /// (FreeRDP sends 0, 0).
+    pointer_at: (u16, u16),
 }
 
 impl Terminal {
@@ -114,6 +117,7 @@ impl Terminal {
             resize_requests,
             client,
             early_input: result.input_events,
+            pointer_at: (0, 0),
         }
     }
 
@@ -333,6 +337,7 @@ impl Terminal {
             pointer,
             size,
             early_input: result.input_events,
+            pointer_at: (0, 0),
             ..self
         })
     }
@@ -395,7 +400,12 @@ impl Terminal {
                 }
             }
         }
-        for event in events {
+        for mut event in events {
+            match &mut event {
+                InputEvent::PointerMove { x, y } | InputEvent::Button { x, y, .. } => self.pointer_at = (*x, *y),
+                InputEvent::Wheel { x, y, .. } => (*x, *y) = self.pointer_at,
+                _ => {}
+            }
             desktop.input(event);
         }
         Ok(None)
