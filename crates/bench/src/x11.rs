@@ -23,7 +23,7 @@ use crate::host::Host;
 use crate::{WAIT, median, num, percentile, procfs};
 
 /// The recorder's two colours (rdhost-xprobe): before the first key press and after it.
-const RECORDER_COLOURS: [[u8; 3]; 2] = [[0x20, 0x60, 0xa0], [0xa0, 0x60, 0x20]];
+const RECORDER_COLOURS: [[u8; 3]; 2] = [[0x33, 0x66, 0xcc], [0xcc, 0x66, 0x33]];
 
 pub struct X11Settings {
     pub presses: usize,
@@ -123,19 +123,12 @@ async fn latency(bin: &Path, presses: usize) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
-/// The frame number `rdhost-xanimate` draws: 16 cells of 8x8 pixels at the top-left, white = 1.
+/// The frame number `rdhost-xanimate` draws at the top-left of the screen.
 fn frame_number(c: &Client) -> Option<u16> {
-    let mut n = 0u16;
-    for bit in 0..16u16 {
-        let [r, g, b] = c.pixel(bit * 8 + 4, 4)?;
-        let lum = u16::from(r) + u16::from(g) + u16::from(b);
-        if lum > 3 * 200 {
-            n |= 1 << bit;
-        } else if lum > 3 * 55 {
-            return None; // neither black nor white: a cell in transition or lossy noise
-        }
-    }
-    Some(n)
+    rdhost_xprobe::animate::read_frame_code(|x, y| {
+        let [r, g, b] = c.pixel(u16::try_from(x).ok()?, u16::try_from(y).ok()?)?;
+        Some(u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b))
+    })
 }
 
 async fn animation(bin: &Path, size: (u16, u16), secs: u64) -> Result<Animation> {

@@ -1,5 +1,5 @@
 //! The command line. Scripts rely on these forms:
-//! `rdhost serve [--listen ADDR:PORT] [--state-dir DIR] [--config FILE] [--desktop terminal]`,
+//! `rdhost serve [--listen ADDR:PORT] [--state-dir DIR] [--config FILE] [--desktop terminal|x11|display]`,
 //! `rdhost user add NAME [--state-dir DIR] [--system-user USER] [--nt-hash]`,
 //! `rdhost user list [--state-dir DIR]`, `rdhost user remove NAME [--state-dir DIR]`.
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings};
+use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings, XServerChoice};
 
 const ABOUT: &str = "A multi-session RDP host for Linux: stock RDP clients log in and get a desktop \
 that survives disconnects.";
@@ -42,6 +42,14 @@ any, otherwise system users through PAM (service `rdhost`, /etc/pam.d/rdhost or 
 As root, a PAM user's session runs as that user; a users-file account runs as its --system-user
 (default: the host's own account, i.e. root). Not as root, every session runs as the host's user.
 
+Desktops (--desktop): `terminal` (default) is a login shell drawn by rdhost itself and needs
+nothing installed. `x11` gives each session its own X server (Xorg with the dummy driver, or
+Xvfb) running the user's ~/.xsession if it is executable, else --session-command; install
+`xserver-xorg-core xserver-xorg-video-dummy` (or `xvfb`) plus a window manager and a terminal,
+e.g. `icewm xterm`. Logging off (leaving the window manager) ends the X server and every process
+of the session. `display` shows an X display that already exists (--display, --xauthority), such
+as the machine's console; logging off then leaves that display running.
+
 Repeated failed logons from one address are answered ever more slowly (1 s, 2 s, 4 s … 30 s).";
 
 const SERVE_AFTER_HELP: &str = "\
@@ -54,6 +62,8 @@ Examples:
   rdhost serve
   rdhost serve --listen 127.0.0.1:13389 --state-dir /tmp/rdhost-test
   rdhost serve --config /etc/rdhost/rdhost.toml
+  rdhost serve --desktop x11                          # an X desktop per session
+  rdhost serve --desktop display --display :0 --xauthority ~/.Xauthority
   xfreerdp /v:HOST /u:alice /cert:ignore /pcid:3      # reconnect to session 3";
 
 const USER_LONG_ABOUT: &str = "\
@@ -110,9 +120,22 @@ pub struct ServeArgs {
     /// TOML config file; its keys are listed below (`rdhost serve --help`). Flags override it.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// What a session shows [default: terminal]. Only `terminal` so far; X11 desktops come later.
+    /// What a session shows [default: terminal].
     #[arg(long, value_enum)]
     pub desktop: Option<DesktopKind>,
+    /// x11: which X server a session runs [default: auto].
+    #[arg(long, value_enum)]
+    pub x_server: Option<XServerChoice>,
+    /// x11: the session program for users without an executable ~/.xsession, run by their login
+    /// shell [default: "x-terminal-emulator & exec x-window-manager"].
+    #[arg(long, value_name = "COMMAND")]
+    pub session_command: Option<String>,
+    /// display: the existing X display sessions show, e.g. :0 [default: $DISPLAY].
+    #[arg(long, value_name = "DISPLAY")]
+    pub display: Option<String>,
+    /// display: the Xauthority file with that display's cookie [default: $XAUTHORITY].
+    #[arg(long, value_name = "FILE")]
+    pub xauthority: Option<PathBuf>,
     /// RDP security protocols to accept [default: negotiate].
     #[arg(long, value_enum)]
     pub security: Option<SecurityMode>,
@@ -134,6 +157,10 @@ impl ServeArgs {
             listen: self.listen,
             state_dir: self.state_dir.clone(),
             desktop: self.desktop,
+            x_server: self.x_server,
+            session_command: self.session_command.clone(),
+            display: self.display.clone(),
+            xauthority: self.xauthority.clone(),
             security: self.security,
             auth: self.auth,
             max_sessions: self.max_sessions,
@@ -258,10 +285,10 @@ mod tests {
 
     #[test]
     fn unknown_desktop_is_refused_with_the_choices() {
-        let err = Cli::try_parse_from(["rdhost", "serve", "--desktop", "x11"])
+        let err = Cli::try_parse_from(["rdhost", "serve", "--desktop", "wayland"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("x11") && err.contains("terminal"), "{err}");
+        assert!(err.contains("wayland") && err.contains("terminal") && err.contains("x11"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,35 @@ use serde::{Deserialize, Deserializer};
 pub enum DesktopKind {
     /// The built-in terminal desktop: a login shell in a PTY drawn by rdhost itself.
     Terminal,
+    /// An X server per session (Xorg with the dummy driver, or Xvfb) running the user's
+    /// session program: real graphical applications.
+    X11,
+    /// An X display that already exists (`display`, `xauthority`): sessions show and drive it,
+    /// e.g. the machine's console. Logging off leaves that display running.
+    Display,
+}
+
+impl DesktopKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DesktopKind::Terminal => "terminal",
+            DesktopKind::X11 => "x11",
+            DesktopKind::Display => "display",
+        }
+    }
+}
+
+/// Which X server an x11 session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum XServerChoice {
+    /// Xorg with the dummy driver when installed (resizes to any size), else Xvfb.
+    #[default]
+    Auto,
+    /// Xorg with the dummy driver (packages xserver-xorg-core, xserver-xorg-video-dummy).
+    Xorg,
+    /// Xvfb (package xvfb): can only shrink below the size it started with.
+    Xvfb,
 }
 
 /// Which RDP security protocols the host accepts.
@@ -113,6 +142,10 @@ pub struct Settings {
     pub font_px: Option<f32>,
     pub codec: Option<CodecChoice>,
     pub default_size: Option<DesktopSize>,
+    pub x_server: Option<XServerChoice>,
+    pub session_command: Option<String>,
+    pub display: Option<String>,
+    pub xauthority: Option<PathBuf>,
     pub log: Option<String>,
 }
 
@@ -156,6 +189,10 @@ impl Settings {
             font_px: self.font_px.or(lower.font_px),
             codec: self.codec.or(lower.codec),
             default_size: self.default_size.or(lower.default_size),
+            x_server: self.x_server.or(lower.x_server),
+            session_command: self.session_command.or(lower.session_command),
+            display: self.display.or(lower.display),
+            xauthority: self.xauthority.or(lower.xauthority),
             log: self.log.or(lower.log),
         }
     }
@@ -193,6 +230,13 @@ pub struct ServeConfig {
     pub codec: CodecChoice,
     /// Desktop size when the client states none (width, height).
     pub default_size: (u16, u16),
+    /// x11: which X server.
+    pub x_server: XServerChoice,
+    /// x11: the session program when the user has no executable `~/.xsession` (run by the
+    /// user's login shell with `-c`).
+    pub session_command: String,
+    /// display: the existing X display and its Xauthority file.
+    pub display: Option<ExistingDisplay>,
     /// A tracing filter (`info`, `rdhost=debug,info`, …).
     pub log: String,
 }
@@ -202,6 +246,15 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_FONT_PX: f32 = 16.0;
 pub const DEFAULT_SIZE: (u16, u16) = (1024, 768);
 pub const DEFAULT_LOG: &str = "info";
+/// Debian's alternatives: whichever terminal and window manager are installed.
+pub const DEFAULT_SESSION_COMMAND: &str = "x-terminal-emulator & exec x-window-manager";
+
+/// An X display that exists already (`desktop = "display"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingDisplay {
+    pub name: String,
+    pub xauthority: Option<PathBuf>,
+}
 
 impl ServeConfig {
     /// Flags over the config file (if any) over defaults.
@@ -252,12 +305,30 @@ impl ServeConfig {
                 format!("{log:?} is not a log filter ({e}); e.g. info, debug, rdhost=debug,warn"),
             )
         })?;
+        let desktop = s.desktop.unwrap_or(DesktopKind::Terminal);
+        let session_command = s.session_command.unwrap_or_else(|| DEFAULT_SESSION_COMMAND.to_owned());
+        if session_command.trim().is_empty() {
+            return Err(invalid("session_command", "is empty; leave it out for the default".into()));
+        }
+        let display = match desktop {
+            DesktopKind::Display => {
+                let name = s.display.or_else(|| std::env::var("DISPLAY").ok().filter(|d| !d.is_empty())).ok_or_else(|| {
+                    invalid("display", "desktop \"display\" needs the X display to show, e.g. --display :0".into())
+                })?;
+                if !is_local_display(&name) {
+                    return Err(invalid("display", format!("{name:?} is not a local X display like \":0\"")));
+                }
+                let xauthority = s.xauthority.or_else(|| std::env::var_os("XAUTHORITY").filter(|x| !x.is_empty()).map(PathBuf::from));
+                Some(ExistingDisplay { name, xauthority })
+            }
+            _ => None,
+        };
         Ok(Self {
             listen: s
                 .listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             state_dir,
-            desktop: s.desktop.unwrap_or(DesktopKind::Terminal),
+            desktop,
             security: s.security.unwrap_or_default(),
             auth: s.auth.unwrap_or_default(),
             single_session_per_user: s.single_session_per_user.unwrap_or(true),
@@ -266,6 +337,9 @@ impl ServeConfig {
             font_px,
             codec: s.codec.unwrap_or_default(),
             default_size: s.default_size.map_or(DEFAULT_SIZE, |d| (d.width, d.height)),
+            x_server: s.x_server.unwrap_or_default(),
+            session_command,
+            display,
             log,
         })
     }
@@ -279,6 +353,17 @@ impl ServeConfig {
     }
 }
 
+/// ":N" or ":N.S" (or "unix:N"): a display on this machine's Unix socket.
+fn is_local_display(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(':').or_else(|| name.strip_prefix("unix:")) else {
+        return false;
+    };
+    let mut parts = rest.split('.');
+    let number_ok = parts.next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let screen_ok = parts.next().is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    number_ok && screen_ok && parts.next().is_none()
+}
+
 /// The `Config keys` section of `rdhost serve --help`.
 pub const CONFIG_KEYS_HELP: &str = "\
 Config keys (TOML, all optional; a flag beats the file, the file beats the default;
@@ -288,7 +373,18 @@ unknown keys are errors):
                                    relative to the config file). Default: /var/lib/rdhost
                                    as root, else $XDG_STATE_HOME/rdhost or
                                    ~/.local/state/rdhost.                             --state-dir
-  desktop = \"terminal\"             Session desktop: terminal (built-in shell).        --desktop
+  desktop = \"terminal\"             terminal (built-in shell, needs nothing) | x11 (an
+                                   X server per session) | display (an existing X
+                                   display, see `display`).                          --desktop
+  x_server = \"auto\"                x11: auto (Xorg + dummy driver if installed, else
+                                   Xvfb) | xorg | xvfb.                              --x-server
+  session_command = \"...\"          x11: what a session runs when the user has no
+                                   executable ~/.xsession, via their login shell.
+                                   Default: \"x-terminal-emulator & exec
+                                   x-window-manager\" (Debian's alternatives).        --session-command
+  display = \":0\"                   display: the X display to show [default: $DISPLAY]. --display
+  xauthority = \"/home/me/.Xauthority\"
+                                   display: its cookie file [default: $XAUTHORITY].  --xauthority
   security = \"negotiate\"           negotiate | tls | nla. nla needs users-file
                                    accounts added with --nt-hash.                     --security
   auth = \"auto\"                    auto (users file if it has users, else PAM)
@@ -334,6 +430,9 @@ mod tests {
                 font_px: 16.0,
                 codec: CodecChoice::Auto,
                 default_size: (1024, 768),
+                x_server: XServerChoice::Auto,
+                session_command: DEFAULT_SESSION_COMMAND.into(),
+                display: None,
                 log: "info".into(),
             }
         );
@@ -435,7 +534,8 @@ mod tests {
     #[test]
     fn bad_values_are_explained() {
         let cases = [
-            ("desktop = \"x11\"", "x11"),
+            ("desktop = \"wayland\"", "wayland"),
+            ("x_server = \"xnest\"", "xnest"),
             ("security = \"rdp\"", "rdp"),
             ("listen = \"3389\"", "listen"),
             ("default_size = \"big\"", "WIDTHxHEIGHT"),
@@ -494,6 +594,25 @@ mod tests {
     }
 
     #[test]
+    fn x_desktops_take_their_keys() {
+        let s = parse("desktop = \"x11\"\nx_server = \"xvfb\"\nsession_command = \"xterm\"\n").unwrap();
+        let c = ServeConfig::from_settings(s, defaults()).unwrap();
+        assert_eq!((c.desktop, c.x_server, c.session_command.as_str(), c.display), (DesktopKind::X11, XServerChoice::Xvfb, "xterm", None));
+
+        let s = parse("desktop = \"display\"\ndisplay = \":3.0\"\nxauthority = \"/run/x/auth\"\n").unwrap();
+        let c = ServeConfig::from_settings(s, defaults()).unwrap();
+        assert_eq!(c.display, Some(ExistingDisplay { name: ":3.0".into(), xauthority: Some("/run/x/auth".into()) }));
+
+        for bad in ["otherhost:0", ":", ":x", ":1.", "1"] {
+            let s = Settings { desktop: Some(DesktopKind::Display), display: Some(bad.into()), ..Default::default() };
+            let err = ServeConfig::from_settings(s, defaults()).unwrap_err().to_string();
+            assert!(err.contains("`display`") && err.contains("local X display"), "{bad}: {err}");
+        }
+        let s = Settings { session_command: Some("  ".into()), ..Default::default() };
+        assert!(ServeConfig::from_settings(s, defaults()).unwrap_err().to_string().contains("`session_command`"));
+    }
+
+    #[test]
     fn size_parsing() {
         assert_eq!(
             "1280x800".parse::<DesktopSize>(),
@@ -524,6 +643,10 @@ mod tests {
             "font_px",
             "codec",
             "default_size",
+            "x_server",
+            "session_command",
+            "display",
+            "xauthority",
             "log",
         ] {
             assert!(
@@ -548,6 +671,10 @@ mod tests {
             "font_px" => "12.0",
             "codec" => "\"lossless\"",
             "default_size" => "\"800x600\"",
+            "x_server" => "\"xvfb\"",
+            "session_command" => "\"xterm\"",
+            "display" => "\":0\"",
+            "xauthority" => "\"/root/.Xauthority\"",
             _ => "\"warn\"",
         }
     }

@@ -481,3 +481,89 @@ fn xfreerdp_exits_with_the_logoff_code_when_the_shell_exits() {
         display.client_log("logoff")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// X desktops through xfreerdp.
+
+/// The recorder's window colour before any key press, and after the first (see rdhost-xprobe).
+const RECORDER_IDLE: [u8; 3] = [0x33, 0x66, 0xcc];
+const RECORDER_PRESSED: [u8; 3] = [0xcc, 0x66, 0x33];
+
+impl Shot {
+    /// Pixels within `tolerance` of `rgb` per channel (RemoteFX is lossy).
+    fn count_near(&self, rgb: [u8; 3], tolerance: u8) -> usize {
+        self.rgba.chunks_exact(4).filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= tolerance)).count()
+    }
+}
+
+impl Display {
+    /// Take screenshots of `window` until `done` holds for one; on timeout save the last.
+    fn wait_shot(&self, window: &str, artifact: &str, done: impl Fn(&Shot) -> bool) -> bool {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(shot) = self.screenshot(window) {
+                if done(&shot) {
+                    return true;
+                }
+                last = Some(shot);
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        if let Some(shot) = last {
+            let path = artifacts_dir().join(format!("{artifact}.ppm"));
+            shot.save(&path);
+            eprintln!("screenshot saved to {}", path.display());
+        }
+        false
+    }
+}
+
+#[test]
+fn xfreerdp_shows_an_x_session_and_reconnects_to_the_same_x_server() {
+    // Xvfb is among the tools, so the host has an X server for the session too.
+    if !tools_present("xfreerdp x11 interop") {
+        return;
+    }
+    let display = Display::start();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("recorder.log");
+    std::fs::write(&record, "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let command = format!("exec {} --override-redirect > {} 2>&1", common::workspace_bin("rdhost-xrecorder").display(), record.display());
+    let host = Host::start(&[USER], &format!("desktop = \"x11\"\nsession_command = {command:?}\n"));
+
+    let mut first = display.xfreerdp(&host, USER.0, USER.1, "x11-first");
+    let window = display.window_of(&mut first, "x11-first");
+    // Most of the window is the recorder's colour: the session's X content reaches xfreerdp.
+    let area = (WIDTH * HEIGHT) as usize;
+    assert!(
+        display.wait_shot(&window, "xfreerdp-x11", |s| s.count_near(RECORDER_IDLE, 12) > area * 8 / 10),
+        "the X session's window shows in xfreerdp; host log:\n{}\nxfreerdp output:\n{}",
+        host.log(),
+        display.client_log("x11-first")
+    );
+    // Keys typed into xfreerdp reach the X program in the session.
+    display.type_text(&window, "q");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&record).unwrap_or_default().lines().any(|l| l.starts_with("key-press") && l.contains("text=q"))),
+        "the recorder got the key; it logged:\n{}",
+        std::fs::read_to_string(&record).unwrap_or_default()
+    );
+    let servers = common::x_servers_of(&host);
+    assert_eq!(servers.len(), 1, "{servers:?}");
+
+    first.kill();
+    let mut second = display.xfreerdp(&host, USER.0, USER.1, "x11-second");
+    let window = display.window_of(&mut second, "x11-second");
+    assert!(
+        display.wait_shot(&window, "xfreerdp-x11-reconnected", |s| s.count_near(RECORDER_IDLE, 12) + s.count_near(RECORDER_PRESSED, 12) > area * 8 / 10),
+        "the same window shows after reconnecting; host log:\n{}",
+        host.log()
+    );
+    assert_eq!(common::x_servers_of(&host), servers, "the same X server serves the second client");
+    let shown = shown_sessions(&host.log());
+    assert_eq!(shown.len(), 2, "two logons:\n{}", host.log());
+    assert_eq!(shown[1], (shown[0].0.clone(), true), "the second is a reconnect:\n{}", host.log());
+}

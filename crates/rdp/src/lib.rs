@@ -32,5 +32,8 @@ pub mod error_info {
     pub const RPC_INITIATED_DISCONNECT_BY_USER: u32 = 0xB;
     /// The user logged off (their shell or session program ended).
     pub const LOGOFF_BY_USER: u32 = 0xC;
+    /// "The DWM process running in the session exited unexpectedly": the nearest Windows code
+    /// for the session's display server (its X server, or PTY) failing.
+    pub const SERVER_DWM_CRASH: u32 = 0x10;
     pub const SERVER_SHUTDOWN: u32 = 0x19;
 }

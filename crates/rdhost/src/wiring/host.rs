@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rdhost_desktop::terminal::{RunAs, TerminalDesktop, TerminalOptions};
 use rdhost_desktop::{Desktop, DesktopEnd};
 use rdhost_model::{AuthThrottle, LogonError, LogonKind, SessionEvent, SessionId, SessionTable, TerminalId, ThrottleConfig};
 use rdhost_rdp::{AcceptConfig, Accepted, AuthFailure, Authenticate, Terminal, TerminalCommand, TerminalEnd, error_info};
@@ -17,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::config::ServeConfig;
+use super::desktops::DesktopSource;
 
 pub struct Host {
     sessions: Mutex<SessionTable>,
@@ -26,7 +26,7 @@ pub struct Host {
     next_terminal: AtomicU64,
     authenticator: Arc<dyn Authenticator>,
     accept: AcceptConfig,
-    font_px: f32,
+    desktop_source: DesktopSource,
     /// Desktops and their watchers run on the main runtime, not on a connection's thread.
     runtime: tokio::runtime::Handle,
 }
@@ -36,6 +36,7 @@ impl Host {
         config: &ServeConfig,
         authenticator: Arc<dyn Authenticator>,
         accept: AcceptConfig,
+        desktop_source: DesktopSource,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -46,7 +47,7 @@ impl Host {
             next_terminal: AtomicU64::new(1),
             authenticator,
             accept,
-            font_px: config.font_px,
+            desktop_source,
             runtime,
         })
     }
@@ -122,24 +123,13 @@ impl Host {
 
     /// Start the desktop of a new session and watch it for its end.
     async fn start_desktop(self: &Arc<Self>, session: SessionId, identity: &Identity, terminal: &Terminal) -> Option<Arc<dyn Desktop>> {
-        let options = TerminalOptions {
-            size: terminal.size(),
-            font_px: self.font_px,
-            run_as: identity.run_as.as_ref().map(|u| RunAs {
-                user: u.name.clone(),
-                uid: u.uid,
-                gid: u.gid,
-                home: u.home.clone(),
-                shell: u.shell.clone(),
-            }),
-            layout: terminal.keyboard_layout(),
-            ..Default::default()
-        };
-        let started = self.runtime.spawn(async move { TerminalDesktop::start(options) }).await;
+        let (size, layout, run_as) = (terminal.size(), terminal.keyboard_layout(), identity.run_as.clone());
+        let host = Arc::clone(self);
+        let started = self.runtime.spawn(async move { host.desktop_source.start(session, run_as.as_ref(), size, layout).await }).await;
         let desktop: Arc<dyn Desktop> = match started {
             Ok(Ok(desktop)) => desktop,
             Ok(Err(e)) => {
-                warn!(session, user = identity.user, "cannot start the session's desktop: {e}");
+                warn!(session, user = identity.user, "cannot start the session's desktop: {e:#}");
                 self.sessions.lock().unwrap().desktop_failed(session);
                 self.log_events();
                 return None;
@@ -178,7 +168,7 @@ impl Host {
         let code = match &reason {
             DesktopEnd::UserLoggedOff => error_info::LOGOFF_BY_USER,
             DesktopEnd::Terminated => error_info::RPC_INITIATED_LOGOFF,
-            DesktopEnd::Failed(_) => error_info::SERVER_DENIED_CONNECTION,
+            DesktopEnd::Failed(_) => error_info::SERVER_DWM_CRASH,
         };
         info!(session, ?reason, "session ended");
         if let Some(terminal) = ended.and_then(|e| e.terminal) {

@@ -2,6 +2,7 @@
 //! together. Rules live in `rdhost_model`; this module only carries facts to the model and its
 //! decisions to the terminals and desktops.
 
+mod desktops;
 mod host;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::config::{CodecChoice, SecurityMode, ServeConfig};
 use crate::state_dir::StateDir;
 use crate::tls;
 
+pub use desktops::DesktopSource;
 pub use host::Host;
 
 /// Run the host until SIGINT or SIGTERM.
@@ -46,6 +48,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         public_key: identity.public_key.clone(),
     };
 
+    let desktop_source = DesktopSource::from_config(&config)?;
+
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another RDP server running there?)", config.listen))?;
@@ -53,11 +57,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Scripts and tests read these lines: keep their shape.
     println!("rdhost listening on {local}");
     println!("TLS certificate SHA-256 fingerprint: {}", identity.fingerprint);
-    println!("desktop: built-in terminal (a login shell in a terminal emulator)");
+    println!("desktop: {}", desktop_source.describe());
     println!("authentication: {}", authenticator.describe());
     info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
 
-    let host = Host::new(&config, authenticator, accept, tokio::runtime::Handle::current());
+    let host = Host::new(&config, authenticator, accept, desktop_source, tokio::runtime::Handle::current());
     // IronRDP's acceptor futures are not Send: each connection lives on one pool thread.
     let pool = LocalPoolHandle::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
 

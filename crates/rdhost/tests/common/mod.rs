@@ -174,3 +174,44 @@ pub fn artifacts_dir() -> PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
+
+/// A workspace binary built next to `rdhost` (the test programs of crates/xprobe).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = Path::new(BIN).with_file_name(name);
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    path
+}
+
+/// X servers started by this host (children of its sessions), oldest first.
+pub fn x_servers_of(host: &Host) -> Vec<u32> {
+    let mut found: Vec<(u64, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let (ppid, start): (u32, u64) = (fields[1].parse().unwrap_or(0), fields[19].parse().unwrap_or(0));
+        let comm = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
+        if (comm == "Xorg" || comm == "Xvfb") && is_descendant(ppid, host.pid()) {
+            found.push((start, pid));
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, pid)| pid).collect()
+}
+
+fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..10 {
+        if pid == ancestor {
+            return true;
+        }
+        if pid <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
+        pid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    }
+    false
+}
+
