@@ -27,6 +27,7 @@ mod randr;
 pub mod server;
 pub mod xauth;
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,9 +155,24 @@ struct Shared {
 
 #[derive(Default)]
 struct Requests {
+    /// Input and layout changes, in the order they came; applied by the control thread, since
+    /// XTEST typing may wait (a layout being compiled, a spare keycode being rebound).
+    input: VecDeque<InputWork>,
+    /// Input was dropped because the queue was full (logged once per overflow).
+    input_overflow: bool,
     resize: Option<Size>,
     stop: bool,
 }
+
+/// What the control thread applies for `input` and `set_keyboard_layout`.
+enum InputWork {
+    Event(InputEvent),
+    Layout(KeyboardLayout),
+}
+
+/// Input events waiting beyond this are dropped: the X server is not taking them (a hung
+/// server), and a queue that grows without bound would only replay stale input later.
+const MAX_PENDING_INPUT: usize = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic on one thread must not take the others down; the state stays usable.
@@ -337,6 +353,20 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    fn queue_input(&self, work: InputWork) {
+        let mut requests = lock(&self.requests);
+        if requests.input.len() >= MAX_PENDING_INPUT {
+            if !requests.input_overflow {
+                tracing::warn!(display = %self.display.name, "input dropped: the X server is not taking it");
+                requests.input_overflow = true;
+            }
+            return;
+        }
+        requests.input.push_back(work);
+        drop(requests);
+        self.wake.notify_all();
+    }
+
     /// How the desktop ended when the connection broke under us.
     fn connection_lost(&self, error: &x11rb::errors::ConnectionError) -> DesktopEnd {
         tracing::debug!(display = %self.display.name, %error, "X connection lost");
@@ -464,20 +494,32 @@ fn follow_screen_size(conn: &RustConnection, root: u32, capture: &mut Capture) -
     capture.set_size(conn, size)
 }
 
-/// The control thread: applies resize requests, which take several round trips, off the
-/// caller's thread.
+/// The control thread: applies input, layouts and resizes (which take several round trips, or
+/// wait) off the caller's thread, input first.
 fn run_control(shared: Arc<Shared>) {
     loop {
-        let resize = {
+        let (input, resize) = {
             let mut requests = lock(&shared.requests);
-            while requests.resize.is_none() && !requests.stop {
+            while requests.input.is_empty() && requests.resize.is_none() && !requests.stop {
                 requests = shared.wake.wait(requests).unwrap_or_else(|e| e.into_inner());
             }
             if requests.stop {
                 return;
             }
-            requests.resize.take()
+            requests.input_overflow = false;
+            (std::mem::take(&mut requests.input), requests.resize.take())
         };
+        let mut xinput = lock(&shared.input);
+        for work in input {
+            let result = match work {
+                InputWork::Event(event) => xinput.handle(&shared.conn, event),
+                InputWork::Layout(layout) => xinput.set_layout(&shared.conn, layout),
+            };
+            if let Err(e) = result {
+                tracing::debug!(display = %shared.display.name, "input not delivered: {e}");
+            }
+        }
+        drop(xinput);
         if let Some(size) = resize {
             match randr::resize(&shared.conn, shared.root, shared.randr_minor, size) {
                 Ok(got) => tracing::debug!(display = %shared.display.name, ?size, ?got, "X screen resized"),
@@ -497,9 +539,7 @@ impl Desktop for X11Desktop {
         if self.shared.stopping() {
             return;
         }
-        if let Err(e) = lock(&self.shared.input).handle(&self.shared.conn, event) {
-            tracing::debug!(display = %self.shared.display.name, "input not delivered: {e}");
-        }
+        self.shared.queue_input(InputWork::Event(event));
     }
 
     fn resize(&self, size: Size) {
@@ -515,10 +555,8 @@ impl Desktop for X11Desktop {
         if !self.shared.options.apply_layout || self.shared.stopping() {
             return;
         }
-        // XInput applies layouts in the background (it runs setxkbmap); this returns at once.
-        if let Err(e) = lock(&self.shared.input).set_layout(&self.shared.conn, layout) {
-            tracing::warn!(display = %self.shared.display.name, "keyboard layout not applied: {e}");
-        }
+        // In order with the keys: those typed after it are typed under it.
+        self.shared.queue_input(InputWork::Layout(layout));
     }
 
     fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
