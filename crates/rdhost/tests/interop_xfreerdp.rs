@@ -246,17 +246,25 @@ impl Display {
     }
 
     fn wait_any(&self, window: &str, texts: &[&str], artifact: &str) -> Option<usize> {
+        let found = std::cell::Cell::new(None);
+        self.wait_shot(window, artifact, |shot| {
+            found.set(texts.iter().position(|t| shot.shows(t)));
+            found.get().is_some()
+        });
+        found.get()
+    }
+
+    /// Take screenshots of `window` until `done` holds for one; on timeout save the last as an
+    /// artifact named `artifact` and return false.
+    fn wait_shot(&self, window: &str, artifact: &str, done: impl Fn(&Shot) -> bool) -> bool {
         let deadline = Instant::now() + WAIT;
         let mut last = None;
-        loop {
+        while Instant::now() < deadline {
             if let Some(shot) = self.screenshot(window) {
-                if let Some(i) = texts.iter().position(|t| shot.shows(t)) {
-                    return Some(i);
+                if done(&shot) {
+                    return true;
                 }
                 last = Some(shot);
-            }
-            if Instant::now() >= deadline {
-                break;
             }
             std::thread::sleep(Duration::from_millis(150));
         }
@@ -265,7 +273,7 @@ impl Display {
             shot.save(&path);
             eprintln!("screenshot saved to {}", path.display());
         }
-        None
+        false
     }
 }
 
@@ -493,29 +501,6 @@ impl Shot {
     /// Pixels within `tolerance` of `rgb` per channel (RemoteFX is lossy).
     fn count_near(&self, rgb: [u8; 3], tolerance: u8) -> usize {
         self.rgba.chunks_exact(4).filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= tolerance)).count()
-    }
-}
-
-impl Display {
-    /// Take screenshots of `window` until `done` holds for one; on timeout save the last.
-    fn wait_shot(&self, window: &str, artifact: &str, done: impl Fn(&Shot) -> bool) -> bool {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(shot) = self.screenshot(window) {
-                if done(&shot) {
-                    return true;
-                }
-                last = Some(shot);
-            }
-            std::thread::sleep(Duration::from_millis(150));
-        }
-        if let Some(shot) = last {
-            let path = artifacts_dir().join(format!("{artifact}.ppm"));
-            shot.save(&path);
-            eprintln!("screenshot saved to {}", path.display());
-        }
-        false
     }
 }
 

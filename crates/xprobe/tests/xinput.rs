@@ -226,7 +226,9 @@ fn side_buttons_are_8_and_9() {
 #[test]
 fn wheel_notches_become_buttons_4_to_7() {
     let Some(mut rig) = Rig::start() else { return };
-    let wheel = |rig: &mut Rig, axis, delta| rig.send(InputEvent::Wheel { axis, delta, x: 50, y: 60 });
+    // The wheel turns where the pointer is, whatever position the event carries.
+    rig.send(InputEvent::PointerMove { x: 50, y: 60 });
+    let wheel = |rig: &mut Rig, axis, delta| rig.send(InputEvent::Wheel { axis, delta, x: 0, y: 0 });
     let clicks = |rig: &mut Rig, n: usize| -> Vec<u8> {
         (0..n)
             .map(|_| {
