@@ -46,6 +46,8 @@ pub struct X11Figures {
     pub latency_ms: Vec<f64>,
     pub animations: Vec<Animation>,
     pub idle_cpu_per_session: f64,
+    /// The same, per process name ("rdhost 0.010, Xorg 0.200, ...").
+    pub idle_cpu_parts: String,
     pub idle_sessions: usize,
     pub idle_secs: u64,
     pub session_command: String,
@@ -198,17 +200,27 @@ async fn idle_sessions(bin: &Path, n: usize, secs: u64) -> Result<X11Figures> {
     eprintln!("rdhost-bench: x11 idle CPU over {secs} s with {n} sessions");
     let hz = procfs::ticks_per_sec() as f64;
     let before = procfs::cpu_ticks(host.pid());
+    let by_name_before = procfs::cpu_by_name(host.pid());
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let after = procfs::cpu_ticks(host.pid());
+    let by_name_after = procfs::cpu_by_name(host.pid());
     let wall = t0.elapsed().as_secs_f64();
     let used: u64 = after.iter().map(|(k, t)| t.saturating_sub(before.get(k).copied().unwrap_or(0))).sum();
     host.check_running()?;
     let per = n.max(1) as f64;
+    let mut parts: Vec<(String, f64)> = by_name_after
+        .iter()
+        .map(|(name, t)| (name.clone(), 100.0 * t.saturating_sub(by_name_before.get(name).copied().unwrap_or(0)) as f64 / hz / wall / per))
+        .filter(|(_, pct)| *pct > 0.0)
+        .collect();
+    parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let idle_cpu_parts = parts.iter().map(|(name, pct)| format!("{name} {pct:.3}")).collect::<Vec<_>>().join(", ");
     Ok(X11Figures {
         latency_ms: Vec::new(),
         animations: Vec::new(),
         idle_cpu_per_session: 100.0 * used as f64 / hz / wall / per,
+        idle_cpu_parts,
         idle_sessions: n,
         idle_secs: secs,
         session_command: command.to_owned(),
@@ -234,6 +246,7 @@ pub fn report(f: &X11Figures) {
         );
     }
     let _ = writeln!(t, "3. Idle CPU per disconnected x11 session ({} sessions running {:?}, {} s): {:.3} % of one core", f.idle_sessions, f.session_command, f.idle_secs, f.idle_cpu_per_session);
+    let _ = writeln!(t, "   by process: {}", f.idle_cpu_parts);
     let _ = writeln!(
         t,
         "4. Memory per x11 session: host RSS +{:.1} MiB, X server PSS {:.1} MiB, session programs PSS {:.1} MiB",

@@ -128,7 +128,24 @@ async fn typed_text_runs_in_an_xterm_and_exit_logs_off() {
     // The xterm (white, 100x30 cells at the top-left) is up; without a window manager keyboard
     // focus follows the pointer, so put it over the xterm.
     shows_colour(&mut client, [0xff, 0xff, 0xff], 400 * 300, "xterm-window").await;
+
+    // The pointer takes each X window's cursor: the root window's, then xterm's text cursor.
+    let shape = |c: &Client| match c.pointer() {
+        rdhost_client::Pointer::Shape(s) => Some(s.clone()),
+        _ => None,
+    };
+    client.mouse_move(900, 700).await.unwrap();
+    assert!(client.pump_until(WAIT, |c| shape(c).is_some()).await.unwrap(), "the X cursor reaches the client: {:?}", client.pointer());
+    let root_cursor = shape(&client).unwrap();
     client.mouse_move(200, 200).await.unwrap();
+    assert!(
+        client.pump_until(WAIT, |c| shape(c).is_some_and(|s| s != root_cursor)).await.unwrap(),
+        "over the xterm the pointer takes its cursor (still {}x{} hotspot {},{})",
+        root_cursor.width,
+        root_cursor.height,
+        root_cursor.hotspot_x,
+        root_cursor.hotspot_y
+    );
     // Only the shell's output (not the echoed command line) is a bar of green cells.
     client.type_text("printf '\\033[42m%60s\\033[0m\\n' ''\n").await.unwrap();
     shows_colour(&mut client, XTERM_GREEN, 60 * 5 * 10, "xterm-green").await;

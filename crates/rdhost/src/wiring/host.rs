@@ -119,6 +119,8 @@ impl Host {
             TerminalEnd::ConnectionLost(why) => info!(%peer, session, "terminal {} lost: {why}", terminal_id.0),
             other => info!(%peer, session, "terminal {} ended: {other:?}", terminal_id.0),
         }
+        // The terminal (and its encoder) is gone by now.
+        return_freed_memory();
     }
 
     /// Start the desktop of a new session and watch it for its end.
@@ -214,6 +216,18 @@ impl Host {
         }
         // Let the goodbye PDUs reach the clients.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A connection's encoder buffers (several frames of a full screen) are freed when it ends, but
+/// glibc keeps freed memory in its heaps: measured with x11 sessions at 1280x800, the host's RSS
+/// grew ~20 MB per disconnected session of which ~15 MB came back with `malloc_trim`. Trimming
+/// once per ended connection costs a few milliseconds.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
