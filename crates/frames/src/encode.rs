@@ -205,6 +205,11 @@ fn planar_bitmap(region: &CanvasUpdate, out: &mut Vec<u8>) -> Result<(), EncodeE
     Ok(())
 }
 
+/// Room for one tile's three encoded components (each at most its 4096 raw coefficients).
+const TILE_STORE: usize = 3 * 4096;
+/// Updates with fewer tiles per core than this are encoded on the calling thread.
+const PARALLEL_MIN_TILES: usize = 16;
+
 /// One RemoteFX image-mode message for the rectangle (tiles relative to its top-left corner).
 fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, frame_index: u32) -> Result<Vec<u8>, EncodeError> {
     let entropy_algorithm = if rlgr3 { EntropyAlgorithm::Rlgr3 } else { EntropyAlgorithm::Rlgr1 };
@@ -215,27 +220,49 @@ fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, frame_index: u3
     let tiles_y = height.div_ceil(64);
 
     // Encoded components live here; tiles borrow from it.
-    let mut store = vec![0u8; tiles_x * tiles_y * 3 * 4096];
-    let mut spans = Vec::with_capacity(tiles_x * tiles_y);
-    for (index, chunk) in store.chunks_mut(3 * 4096).enumerate() {
-        let (tx, ty) = (index % tiles_x, index / tiles_x);
-        let (x, y) = (tx * 64, ty * 64);
-        let tw = (width - x).min(64) as u32;
-        let th = (height - y).min(64) as u32;
-        let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
-        let (mut yp, mut cb, mut cr) = ([0i16; 4096], [0i16; 4096], [0i16; 4096]);
-        to_64x64_ycbcr_tile(input, tw, th, stride as u32, PixelFormat::BgrX32, &mut yp, &mut cb, &mut cr)
-            .map_err(|e| EncodeError::Codec { what: "remotefx colour conversion", detail: format!("{e:?}") })?;
-        let (y_out, rest) = chunk.split_at_mut(4096);
-        let (cb_out, cr_out) = rest.split_at_mut(4096);
-        let rlgr = |e| EncodeError::Codec { what: "remotefx entropy coding", detail: format!("{e:?}") };
-        let ly = rfx_encode_component(&mut yp, y_out, &quant, entropy_algorithm).map_err(rlgr)?;
-        let lcb = rfx_encode_component(&mut cb, cb_out, &quant, entropy_algorithm).map_err(rlgr)?;
-        let lcr = rfx_encode_component(&mut cr, cr_out, &quant, entropy_algorithm).map_err(rlgr)?;
-        spans.push((tx as u16, ty as u16, ly, lcb, lcr));
+    let tile_count = tiles_x * tiles_y;
+    let mut store = vec![0u8; tile_count * TILE_STORE];
+    let mut spans = vec![(0u16, 0u16, 0usize, 0usize, 0usize); tile_count];
+    let encode_range = |first: usize, store: &mut [u8], spans: &mut [(u16, u16, usize, usize, usize)]| -> Result<(), EncodeError> {
+        for (i, (chunk, span)) in store.chunks_mut(TILE_STORE).zip(spans.iter_mut()).enumerate() {
+            let index = first + i;
+            let (tx, ty) = (index % tiles_x, index / tiles_x);
+            let (x, y) = (tx * 64, ty * 64);
+            let tw = (width - x).min(64) as u32;
+            let th = (height - y).min(64) as u32;
+            let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
+            let (mut yp, mut cb, mut cr) = ([0i16; 4096], [0i16; 4096], [0i16; 4096]);
+            to_64x64_ycbcr_tile(input, tw, th, stride as u32, PixelFormat::BgrX32, &mut yp, &mut cb, &mut cr)
+                .map_err(|e| EncodeError::Codec { what: "remotefx colour conversion", detail: format!("{e:?}") })?;
+            let (y_out, rest) = chunk.split_at_mut(4096);
+            let (cb_out, cr_out) = rest.split_at_mut(4096);
+            let rlgr = |e| EncodeError::Codec { what: "remotefx entropy coding", detail: format!("{e:?}") };
+            let ly = rfx_encode_component(&mut yp, y_out, &quant, entropy_algorithm).map_err(rlgr)?;
+            let lcb = rfx_encode_component(&mut cb, cb_out, &quant, entropy_algorithm).map_err(rlgr)?;
+            let lcr = rfx_encode_component(&mut cr, cr_out, &quant, entropy_algorithm).map_err(rlgr)?;
+            *span = (tx as u16, ty as u16, ly, lcb, lcr);
+        }
+        Ok(())
+    };
+    // Tiles are independent: a large update is split across the cores (a full 1920x1080 frame
+    // is 510 tiles); small ones (a typed character) are not worth a thread.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tile_count / PARALLEL_MIN_TILES).max(1);
+    if threads == 1 {
+        encode_range(0, &mut store, &mut spans)?;
+    } else {
+        let per = tile_count.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = store
+                .chunks_mut(per * TILE_STORE)
+                .zip(spans.chunks_mut(per))
+                .enumerate()
+                .map(|(n, (store, spans))| scope.spawn(move || encode_range(n * per, store, spans)))
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(EncodeError::Codec { what: "remotefx", detail: "an encoding thread panicked".into() })))
+        })?;
     }
     let tiles: Vec<rfx::Tile<'_>> = store
-        .chunks(3 * 4096)
+        .chunks(TILE_STORE)
         .zip(&spans)
         .map(|(chunk, &(x, y, ly, lcb, lcr))| rfx::Tile {
             y_quant_index: 0,
