@@ -156,6 +156,14 @@ async fn typed_text_runs_in_an_xterm_and_exit_logs_off() {
     client.type_text("exit\n").await.unwrap();
     assert_eq!(closed_code(&mut client, WAIT).await, Some(Some(0xC)), "the host ends the connection with logoff-by-user");
     assert!(host.wait_log("session ended", WAIT), "{}", host.log());
+    assert!(x_servers_of(&host).is_empty(), "the X server ended with the session");
+    // Its private directory (cookie, config, logs) is gone too; as root it lives in /run/rdhost.
+    let dir = Path::new("/run/rdhost").join(format!("{}-session-1", host.pid()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!(nix_is_root() && dir.exists()), "{} is left behind", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +295,11 @@ async fn a_crashed_x_server_ends_only_its_session_with_a_clear_error() {
     alive.pump_for(Duration::from_millis(500)).await.unwrap();
     assert!(!alive.closed(), "the other session carries on");
     assert_eq!(x_servers_of(&host).len(), 1);
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The Set Error Info code with which the host ended the client, or `None` if it still runs

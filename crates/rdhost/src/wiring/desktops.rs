@@ -90,6 +90,21 @@ impl DesktopSource {
     }
 }
 
+impl DesktopSource {
+    /// A session's desktop has ended: remove its private directory (the X server's logs too;
+    /// what went wrong is in the host's log).
+    pub fn session_ended(&self, session: u32) {
+        if let DesktopSource::X11 { runtime_base, .. } = self {
+            let dir = runtime_base.join(session_dir_name(std::process::id(), session));
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(session, dir = %dir.display(), "cannot remove the session's directory: {e}");
+            }
+        }
+    }
+}
+
 /// Where session X servers keep their cookie, config and log: the usual runtime directory
 /// (root: /run/rdhost; others: $XDG_RUNTIME_DIR/rdhost), else under the state directory.
 fn runtime_base(state_dir: &Path) -> PathBuf {

@@ -165,6 +165,7 @@ impl Host {
             }
         };
         self.desktops.lock().unwrap().remove(&session);
+        self.desktop_source.session_ended(session);
         let ended = self.sessions.lock().unwrap().end(session, SystemTime::now());
         self.log_events();
         let code = match &reason {
