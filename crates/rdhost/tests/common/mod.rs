@@ -184,7 +184,8 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 /// X servers started by this host (children of its sessions), oldest first.
 pub fn x_servers_of(host: &Host) -> Vec<u32> {
-    let mut found: Vec<(u64, u32)> = Vec::new();
+    // (start time, pid, parent pid)
+    let mut found: Vec<(u64, u32, u32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
@@ -193,11 +194,14 @@ pub fn x_servers_of(host: &Host) -> Vec<u32> {
         let (ppid, start): (u32, u64) = (fields[1].parse().unwrap_or(0), fields[19].parse().unwrap_or(0));
         let comm = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
         if (comm == "Xorg" || comm == "Xvfb") && is_descendant(ppid, host.pid()) {
-            found.push((start, pid));
+            found.push((start, pid, ppid));
         }
     }
+    // An X server forks to run xkbcomp (a layout change): until it execs, the child is "Xorg" too.
+    let servers: Vec<u32> = found.iter().map(|f| f.1).collect();
+    found.retain(|f| !servers.contains(&f.2));
     found.sort();
-    found.into_iter().map(|(_, pid)| pid).collect()
+    found.into_iter().map(|(_, pid, _)| pid).collect()
 }
 
 fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
