@@ -31,11 +31,44 @@ struct State {
 struct SubscriberDamage {
     id: u64,
     resized: bool,
+    damage: Damage,
+}
+
+/// A bounded set of changed rectangles: it merges as it grows, so at worst it says "this whole
+/// area changed" and never holds more than a few dozen rectangles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Damage {
     rects: Vec<Rect>,
 }
 
-impl SubscriberDamage {
-    fn add(&mut self, rect: Rect) {
+impl Damage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rects.is_empty()
+    }
+
+    pub fn rects(&self) -> &[Rect] {
+        &self.rects
+    }
+
+    /// The smallest rectangle holding every changed one.
+    pub fn bounds(&self) -> Rect {
+        self.rects.iter().copied().fold(Rect::new(0, 0, 0, 0), Rect::union)
+    }
+
+    /// Take the rectangles, leaving the set empty.
+    pub fn take(&mut self) -> Vec<Rect> {
+        std::mem::take(&mut self.rects)
+    }
+
+    pub fn clear(&mut self) {
+        self.rects.clear();
+    }
+
+    pub fn add(&mut self, rect: Rect) {
         if rect.is_empty() {
             return;
         }
@@ -52,6 +85,11 @@ impl SubscriberDamage {
             let all = self.rects.drain(..).fold(Rect::new(0, 0, 0, 0), Rect::union);
             self.rects.push(all);
         }
+    }
+
+    /// True when some rectangle of the set contains all of `rect`.
+    pub fn covers(&self, rect: Rect) -> bool {
+        rect.is_empty() || self.rects.iter().any(|r| r.x <= rect.x && r.y <= rect.y && r.right() >= rect.right() && r.bottom() >= rect.bottom())
     }
 }
 
@@ -104,7 +142,7 @@ impl Canvas {
         let bounds = size.rect();
         for sub in &mut state.subscribers {
             for rect in &damage {
-                sub.add(rect.intersect(bounds));
+                sub.damage.add(rect.intersect(bounds));
             }
         }
         drop(state);
@@ -121,11 +159,24 @@ impl Canvas {
         state.pixels = vec![0; size.area() * BYTES_PER_PIXEL];
         for sub in &mut state.subscribers {
             sub.resized = true;
-            sub.rects.clear();
-            sub.rects.push(size.rect());
+            sub.damage.clear();
+            sub.damage.add(size.rect());
         }
         drop(state);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A watch that ticks whenever any subscriber may have new damage (draws, resizes, refreshes).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Copy a rectangle of the current pixels (BGRX, tightly packed), widened like
+    /// [`Subscription::take_aligned`] so that its x and width are multiples of `align`.
+    pub fn read_aligned(&self, rect: Rect, align: u16) -> CanvasUpdate {
+        let state = self.state.lock().unwrap();
+        let rect = align_rect(rect.intersect(state.size.rect()), align, state.size.width);
+        CanvasUpdate { rect, pixels: copy_rect(&state.pixels, state.size, rect) }
     }
 
     /// Copy a rectangle of the current pixels (BGRX, tightly packed).
@@ -140,7 +191,9 @@ impl Canvas {
         let id = state.next_subscriber;
         state.next_subscriber += 1;
         let size = state.size;
-        state.subscribers.push(SubscriberDamage { id, resized: false, rects: vec![size.rect()] });
+        let mut damage = Damage::new();
+        damage.add(size.rect());
+        state.subscribers.push(SubscriberDamage { id, resized: false, damage });
         drop(state);
         let mut generation = self.generation.subscribe();
         generation.mark_changed();
@@ -204,11 +257,11 @@ impl Subscription {
         let mut state = self.canvas.state.lock().unwrap();
         let size = state.size;
         let sub = state.subscribers.iter_mut().find(|s| s.id == self.id)?;
-        if sub.rects.is_empty() && !sub.resized {
+        if sub.damage.is_empty() && !sub.resized {
             return None;
         }
         let resized = std::mem::take(&mut sub.resized);
-        let rects = std::mem::take(&mut sub.rects);
+        let rects = sub.damage.take();
         let regions = rects
             .into_iter()
             .map(|r| align_rect(r.intersect(size.rect()), align, size.width))
@@ -223,7 +276,7 @@ impl Subscription {
         let mut state = self.canvas.state.lock().unwrap();
         let bounds = state.size.rect();
         if let Some(sub) = state.subscribers.iter_mut().find(|s| s.id == self.id) {
-            sub.add(rect.intersect(bounds));
+            sub.damage.add(rect.intersect(bounds));
         }
         drop(state);
         self.canvas.generation.send_modify(|g| *g += 1);

@@ -10,7 +10,7 @@ pub mod process;
 pub mod terminal;
 pub mod x11;
 
-pub use canvas::{Canvas, CanvasUpdate, Frame, Subscription};
+pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, Subscription};
 pub use input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
 pub use terminal::{RunAs, TerminalDesktop, TerminalError, TerminalOptions};
 
