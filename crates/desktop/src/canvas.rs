@@ -3,6 +3,11 @@
 //! Damage is kept per subscriber as a short list of rectangles that merges when it grows, so a
 //! subscriber that does not look for a while costs a bounded amount of memory: at worst "the
 //! whole screen changed". Nothing queues frames.
+//!
+//! An overlay (a message box) can lie over the desktop's pixels: everything read from the canvas
+//! shows it, while the desktop keeps drawing into its own pixels underneath, so taking the
+//! overlay away shows the desktop as it is by then. Compositing touches only the rows and
+//! columns a read shares with the overlay.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +31,15 @@ struct State {
     pixels: Vec<u8>,
     subscribers: Vec<SubscriberDamage>,
     next_subscriber: u64,
+    overlay: Option<Overlay>,
+}
+
+/// Pixels shown over the desktop's at `rect` (BGRX rows of `rect.width * 4` bytes, no padding).
+/// Parts outside the canvas are not shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    pub rect: Rect,
+    pub pixels: Vec<u8>,
 }
 
 struct SubscriberDamage {
@@ -118,6 +132,7 @@ impl Canvas {
                 pixels: vec![0; size.area() * BYTES_PER_PIXEL],
                 subscribers: Vec::new(),
                 next_subscriber: 0,
+                overlay: None,
             }),
             generation: watch::Sender::new(0),
         })
@@ -166,6 +181,37 @@ impl Canvas {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Show `overlay` over the desktop's pixels, replacing any other (`None` takes it away).
+    /// Every subscriber gets the old and the new rectangle as damage.
+    ///
+    /// Panics when `overlay.pixels` is not `rect.width * rect.height * 4` bytes.
+    pub fn set_overlay(&self, overlay: Option<Overlay>) {
+        if let Some(o) = &overlay {
+            assert_eq!(o.pixels.len(), o.rect.area() as usize * BYTES_PER_PIXEL, "overlay pixels must fill its rectangle");
+        }
+        let mut state = self.state.lock().unwrap();
+        let old = state.overlay.take().map(|o| o.rect);
+        let new = overlay.as_ref().map(|o| o.rect);
+        state.overlay = overlay;
+        let bounds = state.size.rect();
+        let changed: Vec<Rect> = [old, new].into_iter().flatten().map(|r| r.intersect(bounds)).filter(|r| !r.is_empty()).collect();
+        if changed.is_empty() {
+            return;
+        }
+        for sub in &mut state.subscribers {
+            for &rect in &changed {
+                sub.damage.add(rect);
+            }
+        }
+        drop(state);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Where the overlay lies now, if there is one (it may reach past the canvas' edges).
+    pub fn overlay_rect(&self) -> Option<Rect> {
+        self.state.lock().unwrap().overlay.as_ref().map(|o| o.rect)
+    }
+
     /// A watch that ticks whenever any subscriber may have new damage (draws, resizes, refreshes).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -176,13 +222,13 @@ impl Canvas {
     pub fn read_aligned(&self, rect: Rect, align: u16) -> CanvasUpdate {
         let state = self.state.lock().unwrap();
         let rect = align_rect(rect.intersect(state.size.rect()), align, state.size.width);
-        CanvasUpdate { rect, pixels: copy_rect(&state.pixels, state.size, rect) }
+        CanvasUpdate { rect, pixels: state.compose(rect) }
     }
 
     /// Copy a rectangle of the current pixels (BGRX, tightly packed).
     pub fn read(&self, rect: Rect) -> Vec<u8> {
         let state = self.state.lock().unwrap();
-        copy_rect(&state.pixels, state.size, rect.intersect(state.size.rect()))
+        state.compose(rect.intersect(state.size.rect()))
     }
 
     /// A new subscriber starts with the whole canvas as damage, so its first frame is complete.
@@ -198,6 +244,27 @@ impl Canvas {
         let mut generation = self.generation.subscribe();
         generation.mark_changed();
         Subscription { canvas: Arc::clone(self), id, generation }
+    }
+}
+
+impl State {
+    /// The pixels of `rect` (inside the canvas) as readers see them: the desktop's, with the
+    /// overlay over them where the two meet.
+    fn compose(&self, rect: Rect) -> Vec<u8> {
+        let mut out = copy_rect(&self.pixels, self.size, rect);
+        if let Some(overlay) = &self.overlay {
+            let shared = overlay.rect.intersect(rect);
+            let src_stride = usize::from(overlay.rect.width) * BYTES_PER_PIXEL;
+            let dst_stride = usize::from(rect.width) * BYTES_PER_PIXEL;
+            let row_bytes = usize::from(shared.width) * BYTES_PER_PIXEL;
+            for row in 0..usize::from(shared.height) {
+                let y = usize::from(shared.y) + row;
+                let src = (y - usize::from(overlay.rect.y)) * src_stride + usize::from(shared.x - overlay.rect.x) * BYTES_PER_PIXEL;
+                let dst = (y - usize::from(rect.y)) * dst_stride + usize::from(shared.x - rect.x) * BYTES_PER_PIXEL;
+                out[dst..dst + row_bytes].copy_from_slice(&overlay.pixels[src..src + row_bytes]);
+            }
+        }
+        out
     }
 }
 
@@ -266,7 +333,7 @@ impl Subscription {
             .into_iter()
             .map(|r| align_rect(r.intersect(size.rect()), align, size.width))
             .filter(|r| !r.is_empty())
-            .map(|rect| CanvasUpdate { rect, pixels: copy_rect(&state.pixels, size, rect) })
+            .map(|rect| CanvasUpdate { rect, pixels: state.compose(rect) })
             .collect();
         Some(Frame { size, resized, regions })
     }
@@ -342,6 +409,116 @@ mod tests {
             assert_eq!(got.width % 4, 0);
             assert!(got.x <= rect.x && got.right() >= rect.right());
         }
+    }
+
+    /// Fill the whole canvas with one colour per pixel derived from its position.
+    fn paint_pattern(canvas: &Canvas) {
+        canvas.draw(|px, size| {
+            for (i, p) in px.chunks_exact_mut(4).enumerate() {
+                let (x, y) = (i % usize::from(size.width), i / usize::from(size.width));
+                p.copy_from_slice(&[x as u8, y as u8, 7, 0]);
+            }
+            vec![size.rect()]
+        });
+    }
+
+    fn solid(rect: Rect, colour: [u8; 4]) -> Overlay {
+        Overlay { rect, pixels: colour.repeat(rect.area() as usize) }
+    }
+
+    #[test]
+    fn overlay_covers_reads_and_frames_and_leaves_the_desktop_pixels_alone() {
+        let canvas = Canvas::new(Size::new(16, 8));
+        paint_pattern(&canvas);
+        let before = canvas.read(Size::new(16, 8).rect());
+        let mut sub = canvas.subscribe();
+        sub.take();
+
+        let rect = Rect::new(4, 2, 5, 3);
+        canvas.set_overlay(Some(solid(rect, [9, 9, 9, 0])));
+        assert_eq!(canvas.overlay_rect(), Some(rect));
+        let frame = sub.take().expect("setting an overlay is damage");
+        assert!(frame.regions.iter().any(|r| r.rect == rect), "{:?}", frame.regions);
+        let all = canvas.read(Size::new(16, 8).rect());
+        for y in 0..8u16 {
+            for x in 0..16u16 {
+                let i = (usize::from(y) * 16 + usize::from(x)) * 4;
+                let inside = (4..9).contains(&x) && (2..5).contains(&y);
+                let expected = if inside { &[9, 9, 9, 0][..] } else { &before[i..i + 4] };
+                assert_eq!(&all[i..i + 4], expected, "pixel {x},{y}");
+            }
+        }
+        // A read that only clips the overlay's corner, and an aligned read around it.
+        assert_eq!(canvas.read(Rect::new(8, 4, 2, 1)), vec![9, 9, 9, 0, before[(4 * 16 + 9) * 4], 4, 7, 0]);
+        let aligned = canvas.read_aligned(Rect::new(5, 2, 1, 1), 4);
+        assert_eq!(aligned.rect, Rect::new(4, 2, 4, 1));
+        assert_eq!(aligned.pixels, [9, 9, 9, 0].repeat(4));
+
+        // The desktop keeps drawing underneath; clearing shows what it drew, exactly.
+        canvas.draw(|px, size| {
+            let i = (3 * usize::from(size.width) + 5) * 4;
+            px[i..i + 4].copy_from_slice(&[1, 2, 3, 0]);
+            vec![Rect::new(5, 3, 1, 1)]
+        });
+        assert_eq!(canvas.read(Rect::new(5, 3, 1, 1)), vec![9, 9, 9, 0]);
+        sub.take();
+        canvas.set_overlay(None);
+        assert_eq!(canvas.overlay_rect(), None);
+        let frame = sub.take().expect("clearing an overlay is damage");
+        let region = frame.regions.iter().find(|r| r.rect == rect).expect("the old rectangle is damaged");
+        let mut expected = Vec::new();
+        for y in 2..5usize {
+            for x in 4..9usize {
+                let i = (y * 16 + x) * 4;
+                expected.extend_from_slice(if (x, y) == (5, 3) { &[1, 2, 3, 0][..] } else { &before[i..i + 4] });
+            }
+        }
+        assert_eq!(region.pixels, expected);
+        // Nothing to clear: no damage, no tick.
+        canvas.set_overlay(None);
+        assert!(sub.take().is_none());
+    }
+
+    #[test]
+    fn moving_an_overlay_damages_where_it_was_and_where_it_is() {
+        let canvas = Canvas::new(Size::new(64, 64));
+        let mut sub = canvas.subscribe();
+        sub.take();
+        let mut changes = canvas.changes();
+        changes.mark_unchanged();
+        canvas.set_overlay(Some(solid(Rect::new(0, 0, 4, 4), [1, 1, 1, 0])));
+        canvas.set_overlay(Some(solid(Rect::new(40, 40, 4, 4), [2, 2, 2, 0])));
+        assert!(changes.has_changed().unwrap());
+        let mut damage = Damage::new();
+        for r in sub.take().unwrap().regions {
+            damage.add(r.rect);
+        }
+        assert!(damage.covers(Rect::new(0, 0, 4, 4)) && damage.covers(Rect::new(40, 40, 4, 4)), "{damage:?}");
+        assert_eq!(canvas.read(Rect::new(0, 0, 1, 1)), vec![0, 0, 0, 0]);
+        assert_eq!(canvas.read(Rect::new(41, 41, 1, 1)), vec![2, 2, 2, 0]);
+    }
+
+    #[test]
+    fn an_overlay_past_the_edge_is_clipped_also_after_a_shrink() {
+        let canvas = Canvas::new(Size::new(20, 20));
+        let mut sub = canvas.subscribe();
+        canvas.set_overlay(Some(solid(Rect::new(15, 15, 10, 10), [5, 5, 5, 0])));
+        let frame = sub.take().unwrap();
+        assert_eq!(frame.regions[0].rect, Rect::new(0, 0, 20, 20));
+        assert_eq!(canvas.read(Rect::new(19, 19, 1, 1)), vec![5, 5, 5, 0]);
+        assert_eq!(canvas.read(Rect::new(14, 14, 1, 1)), vec![0, 0, 0, 0]);
+        canvas.resize(Size::new(10, 10));
+        let frame = sub.take().unwrap();
+        assert!(frame.regions[0].pixels.iter().all(|&b| b == 0));
+        assert_eq!(canvas.overlay_rect(), Some(Rect::new(15, 15, 10, 10)));
+        canvas.set_overlay(None);
+        assert!(sub.take().is_none(), "the old overlay lay wholly outside the smaller canvas");
+    }
+
+    #[test]
+    #[should_panic(expected = "overlay pixels must fill its rectangle")]
+    fn an_overlay_with_too_few_pixels_is_refused() {
+        Canvas::new(Size::new(8, 8)).set_overlay(Some(Overlay { rect: Rect::new(0, 0, 2, 2), pixels: vec![0; 12] }));
     }
 
     #[test]

@@ -6,12 +6,15 @@
 
 pub mod canvas;
 pub mod input;
+pub mod message;
 pub mod process;
 pub mod terminal;
 pub mod x11;
 
 pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, Subscription};
 pub use input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
+pub use canvas::Overlay;
+pub use message::{Buttons, MessageAnswer, MessageBoard, MessageBox, MessageError, MessageId};
 pub use terminal::{RunAs, TerminalDesktop, TerminalError, TerminalOptions};
 
 use std::sync::Arc;

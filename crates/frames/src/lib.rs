@@ -1,15 +1,17 @@
 //! The pixel path from a desktop to its terminals.
 //!
-//! A terminal subscribes to its session's [`Canvas`](rdhost_desktop::Canvas); when damage
-//! arrives it takes a [`Frame`](rdhost_desktop::Frame) (coalesced, never queued) and hands it to
-//! an [`Encoder`] for its [`CodecProfile`]. The encoder's output is complete fast-path update
-//! PDUs: they carry no per-connection ids, so the same bytes can go to every terminal with the
-//! same profile.
+//! A desktop's [`Stage`] is where its terminals take their pixels: each terminal holds a
+//! [`Feed`] for its [`FeedProfile`], and the stage encodes each change of the desktop's
+//! [`Canvas`](rdhost_desktop::Canvas) once per profile with an [`Encoder`], shared by every
+//! terminal with that profile. The encoder's output is complete fast-path update PDUs: they
+//! carry no per-connection ids, so the same bytes can go to every terminal with the same profile.
 
 mod encode;
 mod fastpath;
 mod pointer;
+mod stage;
 
 pub use encode::{CodecProfile, EncodeError, EncodedFrame, Encoder, default_pointer};
 pub use fastpath::fastpath_updates;
 pub use pointer::{PointerLimits, cached_pointer, hidden_pointer, pointer_update};
+pub use stage::{Feed, FeedProfile, ProfileStats, Stage, StageStats, Update};

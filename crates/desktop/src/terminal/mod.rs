@@ -4,7 +4,7 @@
 //! Each desktop is one tokio task, woken only by PTY output, the shell's exit (SIGCHLD), or a
 //! request from `input`/`resize`/`terminate`: an idle session costs no CPU and no thread.
 
-mod font;
+pub(crate) mod font;
 mod keymap;
 mod mouse;
 pub mod probe;
