@@ -132,6 +132,20 @@ pub trait Desktop: Send + Sync {
     fn cursor(&self) -> tokio::sync::watch::Receiver<Option<Arc<CursorShape>>> {
         tokio::sync::watch::channel(None).1
     }
+    /// How to recognise the session's processes (a caller's own session is found by them).
+    /// Empty for a desktop that runs no processes of its own (an attached display).
+    fn session_marks(&self) -> SessionMarks {
+        SessionMarks::default()
+    }
+}
+
+/// What identifies a desktop's processes, as the kernel keeps it (nothing a process could forge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionMarks {
+    /// The session's first process (its shell or session program): its descendants belong too.
+    pub leader: Option<u32>,
+    /// The session's cgroup (cgroup v2 path below the mount), when it has one: every member belongs.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// A pointer image, as the desktop draws it.

@@ -167,6 +167,8 @@ struct Shared {
     wake: Notify,
     ended: watch::Sender<Option<DesktopEnd>>,
     pid: u32,
+    /// The session's cgroup, when its processes have one.
+    cgroup: Option<std::path::PathBuf>,
     metrics: CellMetrics,
 }
 
@@ -250,6 +252,10 @@ impl TerminalDesktop {
             wake: Notify::new(),
             ended: watch::Sender::new(None),
             pid,
+            cgroup: match procs.mechanism() {
+                process::Mechanism::Cgroup(dir) => Some(dir),
+                process::Mechanism::ProcessSessions => None,
+            },
             metrics,
         });
         tracing::debug!(pid, user = %who.user, shell = %shell.display(), cols, rows, "terminal desktop started");
@@ -564,6 +570,9 @@ async fn run(shared: Arc<Shared>, mut child: Child, procs: SessionProcesses) {
 impl Desktop for TerminalDesktop {
     fn canvas(&self) -> &Arc<Canvas> {
         &self.shared.canvas
+    }
+    fn session_marks(&self) -> crate::SessionMarks {
+        crate::SessionMarks { leader: Some(self.shared.pid), cgroup: self.shared.cgroup.clone() }
     }
 
     fn input(&self, event: InputEvent) {

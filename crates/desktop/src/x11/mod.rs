@@ -126,6 +126,10 @@ pub struct AttachOptions {
 pub(crate) trait DisplayOwner: Send + Sync + 'static {
     /// End every process (logoff). Returns quickly; called once.
     fn terminate(&self);
+    /// How to recognise the session's processes.
+    fn session_marks(&self) -> crate::SessionMarks {
+        crate::SessionMarks::default()
+    }
 }
 
 /// A desktop on an X display: its screen in the canvas, input by XTEST, resize by RandR.
@@ -288,6 +292,13 @@ impl X11Desktop {
 impl DisplayOwner for server::SessionServer {
     fn terminate(&self) {
         server::SessionServer::terminate(self);
+    }
+    fn session_marks(&self) -> crate::SessionMarks {
+        let cgroup = match self.mechanism() {
+            crate::process::Mechanism::Cgroup(dir) => Some(dir.clone()),
+            crate::process::Mechanism::ProcessSessions => None,
+        };
+        crate::SessionMarks { leader: Some(self.session_pid()), cgroup }
     }
 }
 
@@ -533,6 +544,9 @@ fn run_control(shared: Arc<Shared>) {
 impl Desktop for X11Desktop {
     fn canvas(&self) -> &Arc<Canvas> {
         &self.shared.canvas
+    }
+    fn session_marks(&self) -> crate::SessionMarks {
+        self.owner.as_ref().map(|o| o.session_marks()).unwrap_or_default()
     }
 
     fn input(&self, event: InputEvent) {
