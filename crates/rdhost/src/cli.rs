@@ -1,14 +1,19 @@
 //! The command line. Scripts rely on these forms:
 //! `rdhost serve [--listen ADDR:PORT] [--state-dir DIR] [--config FILE] [--desktop terminal|x11|display]`,
 //! `rdhost user add NAME [--state-dir DIR] [--system-user USER] [--nt-hash]`,
-//! `rdhost user list [--state-dir DIR]`, `rdhost user remove NAME [--state-dir DIR]`.
+//! `rdhost user list [--state-dir DIR]`, `rdhost user remove NAME [--state-dir DIR]`,
+//! `rdhost query session [ID|USER] [--json]`, `rdhost connect ID [--dest ID] [--password PW|-] [--no-wait]`,
+//! `rdhost disconnect [ID] [--no-wait]`, `rdhost logoff [ID] [--no-wait]`, `rdhost reset ID`,
+//! `rdhost msg ID|USER|* [--title T] [--buttons ok|okcancel|yesno] [--time SECONDS] [--wait] TEXT...`,
+//! `rdhost shadow ID [--control]`, `rdhost shadow --stop`, `rdhost events [--json]`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings, XServerChoice};
+use crate::control::commands::{ConnectArgs, EventsArgs, MsgArgs, QueryCommand, ResetArgs, SessionCommand, SessionOpArgs, ShadowArgs};
+use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings, ShadowSetting, XServerChoice};
 
 const ABOUT: &str = "A multi-session RDP host for Linux: stock RDP clients log in and get a desktop \
 that survives disconnects.";
@@ -22,6 +27,15 @@ Quick start (as an ordinary user, no root needed):
   echo 'a-good-password' | rdhost user add alice
   rdhost serve --listen 127.0.0.1:3389
   xfreerdp /v:127.0.0.1:3389 /u:alice /p:a-good-password /cert:ignore
+
+Managing sessions (the Windows tools' names; run inside a session they need no flags):
+  rdhost query session              list sessions (qwinsta)
+  rdhost connect 3 --dest 5         show session 3 in the client window of session 5 (tscon)
+  rdhost disconnect 3               detach session 3's client, keep it running (tsdiscon)
+  rdhost logoff 3 / rdhost reset 3  end session 3 and every process in it
+  rdhost msg alice --wait Hello     a message box in alice's sessions (msg)
+  rdhost shadow 3 --control         watch and drive session 3 from your own (shadow)
+  rdhost events --json              follow session notifications
 
 Run `rdhost help serve` and `rdhost help user add` for the details.";
 
@@ -106,6 +120,65 @@ pub enum Command {
     /// Add, list or remove users-file accounts.
     #[command(subcommand, long_about = USER_LONG_ABOUT)]
     User(UserCommand),
+    /// Query the host: `rdhost query session` lists sessions.
+    #[command(subcommand)]
+    Query(QueryCommand),
+    /// Connect a session to a client window (tscon, WTSConnectSession): the client showing
+    /// --dest (default: your session) shows session ID from now on, without reconnecting.
+    #[command(long_about = CONNECT_LONG_ABOUT, after_long_help = "Examples:\n  rdhost connect 3                  # show session 3 in your own window\n  rdhost connect 3 --dest 5 --password -   # session 5's window shows 3; password on stdin")]
+    Connect(ConnectArgs),
+    /// Disconnect a session's client (tsdiscon); the session keeps running.
+    #[command(after_long_help = "Examples:\n  rdhost disconnect        # your own session\n  rdhost disconnect 3")]
+    Disconnect(SessionOpArgs),
+    /// Log a session off: every process of it ends and the session is deleted.
+    #[command(after_long_help = "Examples:\n  rdhost logoff            # your own session\n  rdhost logoff 3 --no-wait")]
+    Logoff(SessionOpArgs),
+    /// Reset (end) a session at once (reset session, rwinsta).
+    Reset(ResetArgs),
+    /// Show a message box in sessions (msg, WTSSendMessage); --wait prints the answer.
+    #[command(after_long_help = "Examples:\n  rdhost msg 3 Backup starts in 5 minutes\n  rdhost msg alice --buttons yesno --time 30 --wait Restart now?\n  rdhost msg '*' --title Maintenance Logging everyone off at 18:00")]
+    Msg(MsgArgs),
+    /// Shadow (remote-control) another session from inside your own (shadow, WTSStartRemoteControlSession).
+    #[command(long_about = SHADOW_LONG_ABOUT, after_long_help = "Examples:\n  rdhost shadow 3            # watch session 3\n  rdhost shadow 3 --control  # watch and drive it\n  rdhost shadow --stop")]
+    Shadow(ShadowArgs),
+    /// Follow session events (logon, logoff, connect, disconnect, state change, remote control).
+    #[command(after_long_help = "Examples:\n  rdhost events\n  rdhost events --json | jq .")]
+    Events(EventsArgs),
+}
+
+const CONNECT_LONG_ABOUT: &str = "\
+Connect session ID to the client window that shows --dest (tscon, WTSConnectSession).
+
+The window that showed --dest (default: the session you run this in) shows session ID from now
+on, live, without reconnecting; --dest is disconnected and keeps running. A client that was
+showing ID is dropped (it is told: another connection took the session). You need ID's user's
+password unless you are that user or root (--password PW, or --password - to read it from stdin).
+
+Failures print the Windows code: 7022 session not found, 5 access denied, 1326 logon failure
+(wrong password), 7024 busy, 87 invalid parameter.";
+
+const SHADOW_LONG_ABOUT: &str = "\
+Shadow another session: your client window shows session ID (and with --control your keyboard
+and mouse drive it) until you press Ctrl+* on the numeric keypad or run `rdhost shadow --stop`.
+Run it from inside your own session. Your session's state is Shadow meanwhile; the target stays
+Active. Depending on the host's shadow policy (`rdhost serve --shadow`), the target's user is
+asked first; no answer is a refusal (7044 ERROR_CTX_SHADOW_DENIED).";
+
+impl Command {
+    /// The session-management commands, if this is one.
+    pub fn into_session_command(self) -> Result<SessionCommand, Command> {
+        Ok(match self {
+            Command::Query(c) => SessionCommand::Query(c),
+            Command::Connect(a) => SessionCommand::Connect(a),
+            Command::Disconnect(a) => SessionCommand::Disconnect(a),
+            Command::Logoff(a) => SessionCommand::Logoff(a),
+            Command::Reset(a) => SessionCommand::Reset(a),
+            Command::Msg(a) => SessionCommand::Msg(a),
+            Command::Shadow(a) => SessionCommand::Shadow(a),
+            Command::Events(a) => SessionCommand::Events(a),
+            other => return Err(other),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +221,13 @@ pub struct ServeArgs {
     /// Log filter, e.g. info, debug, rdhost=debug,warn [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// The control API's Unix socket (rdhost query|connect|disconnect|…, curl --unix-socket)
+    /// [default: /run/rdhost/control.sock as root, else $XDG_RUNTIME_DIR/rdhost/control.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Who may shadow sessions (`rdhost shadow`) [default: control-with-consent].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub shadow: Option<ShadowSetting>,
 }
 
 impl ServeArgs {
@@ -165,6 +245,8 @@ impl ServeArgs {
             auth: self.auth,
             max_sessions: self.max_sessions,
             log: self.log.clone(),
+            control_socket: self.control_socket.clone(),
+            shadow: self.shadow,
             ..Settings::default()
         }
     }
@@ -281,6 +363,38 @@ mod tests {
                 .command,
             Command::User(UserCommand::Remove(_))
         ));
+    }
+
+    #[test]
+    fn session_management_forms_parse() {
+        use crate::control::protocol::{MessageButtons, SessionRef};
+        let parse = |args: &[&str]| {
+            let mut all = vec!["rdhost"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap_or_else(|e| panic!("{args:?}: {e}")).command.into_session_command().unwrap()
+        };
+        let SessionCommand::Query(QueryCommand::Session(q)) = parse(&["query", "session", "alice", "--json", "--socket", "/s"]) else { panic!() };
+        assert_eq!((q.filter.as_deref(), q.json, q.socket.socket.as_deref()), (Some("alice"), true, Some(std::path::Path::new("/s"))));
+        let SessionCommand::Connect(c) = parse(&["connect", "3", "--dest", "5", "--password", "-", "--no-wait"]) else { panic!() };
+        assert_eq!((c.session, c.dest, c.password.as_deref(), c.no_wait), (SessionRef::Id(3), Some(SessionRef::Id(5)), Some("-"), true));
+        let SessionCommand::Disconnect(d) = parse(&["disconnect"]) else { panic!() };
+        assert_eq!((d.session, d.no_wait), (None, false));
+        let SessionCommand::Logoff(l) = parse(&["logoff", "4", "--no-wait"]) else { panic!() };
+        assert_eq!((l.session, l.no_wait), (Some(SessionRef::Id(4)), true));
+        let SessionCommand::Reset(r) = parse(&["reset", "4"]) else { panic!() };
+        assert_eq!(r.session, SessionRef::Id(4));
+        let SessionCommand::Msg(m) = parse(&["msg", "*", "--title", "T", "--buttons", "yesno", "--time", "5", "--wait", "hello", "there"]) else { panic!() };
+        assert_eq!((m.target.as_str(), m.title.as_deref(), m.buttons, m.time, m.wait), ("*", Some("T"), MessageButtons::Yesno, Some(5), true));
+        assert_eq!(m.text, ["hello", "there"]);
+        let SessionCommand::Shadow(s) = parse(&["shadow", "3", "--control"]) else { panic!() };
+        assert_eq!((s.session, s.control, s.stop), (Some(3), true, false));
+        let SessionCommand::Shadow(s) = parse(&["shadow", "--stop"]) else { panic!() };
+        assert!(s.stop && s.session.is_none());
+        let SessionCommand::Events(e) = parse(&["events", "--json"]) else { panic!() };
+        assert!(e.json);
+        assert!(Cli::try_parse_from(["rdhost", "shadow"]).is_err());
+        assert!(Cli::try_parse_from(["rdhost", "msg", "3"]).is_err());
+        assert!(Cli::try_parse_from(["rdhost", "connect", "x"]).unwrap_err().to_string().contains("not a session id"));
     }
 
     #[test]

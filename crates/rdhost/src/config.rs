@@ -84,6 +84,36 @@ pub enum CodecChoice {
     Lossless,
 }
 
+/// Who may shadow (remote-control) a session, as Windows' five shadow policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShadowSetting {
+    /// Nobody may shadow.
+    Disabled,
+    /// Watch and control, after the session's user says yes.
+    #[default]
+    ControlWithConsent,
+    /// Watch and control without asking.
+    Control,
+    /// Watch only, after the session's user says yes.
+    ViewWithConsent,
+    /// Watch only, without asking.
+    View,
+}
+
+impl ShadowSetting {
+    pub fn policy(self) -> rdhost_model::ShadowPolicy {
+        use rdhost_model::ShadowPolicy as P;
+        match self {
+            ShadowSetting::Disabled => P::Disabled,
+            ShadowSetting::ControlWithConsent => P::ControlWithConsent,
+            ShadowSetting::Control => P::Control,
+            ShadowSetting::ViewWithConsent => P::ViewWithConsent,
+            ShadowSetting::View => P::View,
+        }
+    }
+}
+
 /// A desktop size `WIDTHxHEIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DesktopSize {
@@ -147,6 +177,11 @@ pub struct Settings {
     pub display: Option<String>,
     pub xauthority: Option<PathBuf>,
     pub log: Option<String>,
+    pub control_socket: Option<PathBuf>,
+    pub admin_group: Option<String>,
+    pub shadow: Option<ShadowSetting>,
+    /// Extra WTS permissions per group: `[grants] helpdesk = ["query", "message", "remote-control"]`.
+    pub grants: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl Settings {
@@ -194,6 +229,10 @@ impl Settings {
             display: self.display.or(lower.display),
             xauthority: self.xauthority.or(lower.xauthority),
             log: self.log.or(lower.log),
+            control_socket: self.control_socket.or(lower.control_socket),
+            admin_group: self.admin_group.or(lower.admin_group),
+            shadow: self.shadow.or(lower.shadow),
+            grants: self.grants.or(lower.grants),
         }
     }
 }
@@ -239,6 +278,13 @@ pub struct ServeConfig {
     pub display: Option<ExistingDisplay>,
     /// A tracing filter (`info`, `rdhost=debug,info`, …).
     pub log: String,
+    /// The control API's Unix socket.
+    pub control_socket: PathBuf,
+    /// Members hold every WTS permission on every session (root always does).
+    pub admin_group: Option<String>,
+    pub shadow: ShadowSetting,
+    /// Extra permission bits (`WTS_SECURITY_*`) per group.
+    pub grants: Vec<(String, u32)>,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3389";
@@ -323,7 +369,29 @@ impl ServeConfig {
             }
             _ => None,
         };
+        let mut grants = Vec::new();
+        for (group, names) in s.grants.unwrap_or_default() {
+            let mut bits = 0;
+            for name in &names {
+                bits |= rdhost_model::perm::from_name(name).ok_or_else(|| {
+                    let known: Vec<String> = rdhost_model::perm::NAMES.iter().map(|(_, n)| n.to_lowercase().replace('_', "-")).collect();
+                    invalid("grants", format!("group {group:?}: {name:?} is not a permission; use {} or all", known.join(", ")))
+                })?;
+            }
+            grants.push((group, bits));
+        }
+        let control_socket = s.control_socket.unwrap_or_else(|| {
+            crate::control::client::default_serve_socket(
+                nix::unistd::geteuid().is_root(),
+                std::env::var_os("XDG_RUNTIME_DIR").as_deref().map(Path::new),
+                nix::unistd::geteuid().as_raw(),
+            )
+        });
         Ok(Self {
+            control_socket,
+            admin_group: s.admin_group.filter(|g| !g.is_empty()),
+            shadow: s.shadow.unwrap_or_default(),
+            grants,
             listen: s
                 .listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
@@ -350,6 +418,11 @@ impl ServeConfig {
             single_session_per_user: self.single_session_per_user,
             max_sessions: self.max_sessions,
         }
+    }
+
+    /// Who holds which WTS permissions (beyond root and each user on their own sessions).
+    pub fn permissions(&self) -> rdhost_model::Permissions {
+        rdhost_model::Permissions { admin_group: self.admin_group.clone(), grants: self.grants.clone() }
     }
 }
 
@@ -399,7 +472,18 @@ unknown keys are errors):
                                    lossless planar) | lossless (always planar).
   default_size = \"1024x768\"        Desktop size when the client asks for none.
   log = \"info\"                     Log filter: error | warn | info | debug | trace,
-                                   or per module: \"rdhost=debug,info\".                --log";
+                                   or per module: \"rdhost=debug,info\".                --log
+  control_socket = \"/run/rdhost/control.sock\"
+                                   The control API (rdhost query|connect|…, curl
+                                   --unix-socket). Default: /run/rdhost/control.sock
+                                   as root, else $XDG_RUNTIME_DIR/rdhost/control.sock. --control-socket
+  admin_group = \"rdhost-admins\"    Members may manage every session (root always may).
+  shadow = \"control-with-consent\"  Who may shadow: disabled | control-with-consent |
+                                   control | view-with-consent | view.               --shadow
+  [grants]                         Extra permissions per group on others' sessions:
+  helpdesk = [\"query\", \"message\", \"remote-control\"]
+                                   (query set reset virtual remote-control logon
+                                   logoff message connect disconnect all).";
 
 #[cfg(test)]
 mod tests {
@@ -434,8 +518,13 @@ mod tests {
                 session_command: DEFAULT_SESSION_COMMAND.into(),
                 display: None,
                 log: "info".into(),
+                control_socket: c.control_socket.clone(),
+                admin_group: None,
+                shadow: ShadowSetting::ControlWithConsent,
+                grants: Vec::new(),
             }
         );
+        assert!(c.control_socket.ends_with("control.sock"), "{}", c.control_socket.display());
         assert_eq!(
             c.policy(),
             rdhost_model::Policy {
@@ -630,6 +719,19 @@ mod tests {
     }
 
     #[test]
+    fn grants_name_permissions_and_bad_names_are_refused() {
+        let s = parse("[grants]\nhelpdesk = [\"query\", \"message\", \"remote-control\"]\nops = [\"all\"]\n").unwrap();
+        let c = ServeConfig::from_settings(s, defaults()).unwrap();
+        assert_eq!(c.grants, vec![("helpdesk".to_owned(), 0x1 | 0x80 | 0x10), ("ops".to_owned(), 0x3FF)]);
+        let s = parse("[grants]\nhelpdesk = [\"shadow-everyone\"]\n").unwrap();
+        let err = ServeConfig::from_settings(s, defaults()).unwrap_err().to_string();
+        assert!(err.contains("shadow-everyone") && err.contains("remote-control"), "{err}");
+        let s = parse("shadow = \"view-with-consent\"\nadmin_group = \"wheel\"\ncontrol_socket = \"/tmp/x.sock\"").unwrap();
+        let c = ServeConfig::from_settings(s, defaults()).unwrap();
+        assert_eq!((c.shadow, c.admin_group.as_deref(), c.control_socket.as_path()), (ShadowSetting::ViewWithConsent, Some("wheel"), Path::new("/tmp/x.sock")));
+    }
+
+    #[test]
     fn help_lists_every_key() {
         for key in [
             "listen",
@@ -648,6 +750,9 @@ mod tests {
             "display",
             "xauthority",
             "log",
+            "control_socket",
+            "admin_group",
+            "shadow",
         ] {
             assert!(
                 CONFIG_KEYS_HELP.contains(&format!("  {key} = ")),
@@ -675,6 +780,9 @@ mod tests {
             "session_command" => "\"xterm\"",
             "display" => "\":0\"",
             "xauthority" => "\"/root/.Xauthority\"",
+            "control_socket" => "\"/tmp/c.sock\"",
+            "admin_group" => "\"wheel\"",
+            "shadow" => "\"view\"",
             _ => "\"warn\"",
         }
     }

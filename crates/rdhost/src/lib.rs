@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod state_dir;
 pub mod tls;
 pub mod user_cmd;

@@ -17,7 +17,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let command = match cli.command.into_session_command() {
+        Ok(session_command) => return rdhost::control::commands::run(session_command, &mut std::io::stdout().lock()),
+        Err(other) => other,
+    };
+    match command {
         Command::Serve(args) => {
             let config = ServeConfig::resolve(args.settings(), args.config.as_deref())?;
             init_logging(&config.log);
@@ -31,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rdhost::user_cmd::run(cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        _ => unreachable!("session commands were handled above"),
     }
 }
 
