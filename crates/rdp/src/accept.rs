@@ -5,11 +5,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ironrdp_acceptor::{
-    Acceptor, BeginResult, ConnectionSetupHandler, DesktopSize, ReceivedCredentials, accept_begin, accept_finalize_with,
-};
-use ironrdp_connector::{ConnectorError, ConnectorErrorExt as _, ConnectorResult};
-use ironrdp_core::decode;
+use bytes::{Bytes, BytesMut};
+use ironrdp_acceptor::{Acceptor, AcceptorResult, AcceptorState, BeginResult, DesktopSize, accept_begin};
+use ironrdp_async::FramedWrite as _;
+use ironrdp_connector::{ConnectorError, Sequence as _, state_downcast};
+use ironrdp_core::{WriteBuf, decode};
 use ironrdp_displaycontrol::pdu::DisplayControlMonitorLayout;
 use ironrdp_displaycontrol::server::{DisplayControlHandler, DisplayControlServer};
 use ironrdp_dvc::DrdynvcServer;
@@ -18,15 +18,15 @@ use ironrdp_pdu::pcb::PreconnectionBlob;
 use ironrdp_pdu::rdp::capability_sets::{
     self, BitmapCodecs, CapabilitySet, CmdFlags, CodecProperty, EntropyBits, GeneralExtraFlags, RemoteFxContainer,
 };
-use ironrdp_tokio::TokioFramed;
+use ironrdp_tokio::LocalTokioFramed;
 use rdhost_desktop::{KeyboardLayout, Size};
 use rdhost_frames::{CodecProfile, PointerLimits};
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::active::{Negotiated, Terminal};
+use crate::client::{ClientDetails, announced_size};
 
 /// Which RDP security protocol the host offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,19 +68,18 @@ pub struct AcceptConfig {
 pub struct AuthFailure(pub String);
 
 /// The caller's credential check. It may take its time (PAM, throttling delays).
+///
+/// Both checks run right after the client's Client Info PDU, before licensing and the
+/// capability exchange: `client` holds everything the client has said by then (its desktop
+/// size is the one it asked for).
 pub trait Authenticate: Sync {
     type Identity: 'static;
-    fn authenticate(
-        &self,
-        user: &str,
-        domain: Option<&str>,
-        password: &str,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
+    /// Check `password` for `client.user` (TLS security: the password came in the Client Info).
+    fn authenticate(&self, client: &ClientDetails, password: &str) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
     /// The NT hash NLA needs to check `user`, if the host keeps one.
     fn nt_hash(&self, user: &str) -> Option<[u8; 16]>;
-    /// The identity of a user who already proved their password through NLA.
-    fn identity_after_nla(&self, user: &str, peer: SocketAddr) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
+    /// The identity of `client.user`, who already proved their password through NLA.
+    fn identity_after_nla(&self, client: &ClientDetails) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,27 +108,34 @@ pub struct Accepted<I> {
     pub terminal: Terminal,
 }
 
-/// Run the server side of the connection sequence on `stream`.
-pub async fn accept<A: Authenticate>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    config: &AcceptConfig,
-    auth: &A,
-) -> Result<Accepted<A::Identity>, AcceptError> {
+/// Any byte stream a terminal runs over once TLS is on: a socket we accepted or dialled, TCP
+/// or Unix. Boxed, so that a terminal has one type whatever carries it.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
+pub(crate) type Framed = LocalTokioFramed<Box<dyn ByteStream>>;
+
+/// Run the server side of the connection sequence on `stream` (setting socket options such as
+/// TCP_NODELAY is the caller's business).
+pub async fn accept<S, A>(stream: S, peer: SocketAddr, config: &AcceptConfig, auth: &A) -> Result<Accepted<A::Identity>, AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Authenticate,
+{
     match tokio::time::timeout(config.handshake_timeout, accept_inner(stream, peer, config, auth)).await {
         Ok(result) => result,
         Err(_) => Err(AcceptError::Timeout(config.handshake_timeout)),
     }
 }
 
-async fn accept_inner<A: Authenticate>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    config: &AcceptConfig,
-    auth: &A,
-) -> Result<Accepted<A::Identity>, AcceptError> {
-    stream.set_nodelay(true)?;
-    let requested_session = read_preconnection_pdu(&mut stream).await?;
+async fn accept_inner<S, A>(mut stream: S, peer: SocketAddr, config: &AcceptConfig, auth: &A) -> Result<Accepted<A::Identity>, AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Authenticate,
+{
+    let (pcb, replay) = read_preconnection_pdu(&mut stream).await?;
+    let mut client = ClientDetails::new(peer, pcb, config.default_size);
 
     // HYBRID_EX is not offered: plain HYBRID needs no early-authorization PDU and every client
     // that speaks NLA accepts it.
@@ -151,14 +157,14 @@ async fn accept_inner<A: Authenticate>(
         DrdynvcServer::new().with_dynamic_channel(DisplayControlServer::new(Box::new(ResizeRequests(resize_tx)))),
     );
 
-    let framed = TokioFramed::new(stream);
+    let framed = LocalTokioFramed::<S>::new_with_leftover(stream, replay);
     let begin = accept_begin(framed, &mut acceptor).await.map_err(handshake_err)?;
-    let BeginResult::ShouldUpgrade(tcp) = begin else {
+    let BeginResult::ShouldUpgrade(plain) = begin else {
         return Err(AcceptError::Unsupported("client refused TLS".into()));
     };
-    let tls = config.tls.accept(tcp).await.map_err(AcceptError::Tls)?;
+    let tls = config.tls.accept(plain).await.map_err(AcceptError::Tls)?;
     acceptor.mark_security_upgrade_as_done();
-    let mut framed = TokioFramed::new(tls);
+    let mut framed = Framed::new(Box::new(tls) as Box<dyn ByteStream>);
 
     let mut nla_user = None;
     if acceptor.should_perform_credssp() {
@@ -171,51 +177,143 @@ async fn accept_inner<A: Authenticate>(
         acceptor.mark_credssp_as_done();
     }
 
-    let mut gate = Gate { auth, peer, identity: None, refused: None, desktop_size: None };
-    let result = accept_finalize_with(framed, &mut acceptor, &mut gate).await;
-    let (framed, result) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some((user, reason)) = gate.refused.take() {
-                return Err(AcceptError::AuthenticationFailed { user, reason, via_nla: false });
-            }
-            return Err(handshake_err(e));
-        }
-    };
-    let (user, domain, identity) = match (gate.identity.take(), nla_user) {
-        (Some(checked), _) => checked,
-        (None, Some(user)) => {
-            let identity = auth
-                .identity_after_nla(&user, peer)
-                .await
-                .map_err(|e| AcceptError::AuthenticationFailed { user: user.clone(), reason: e.0, via_nla: true })?;
-            (user, None, identity)
-        }
-        (None, None) => return Err(AcceptError::NoCredentials),
-    };
-
+    let (result, identity) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user).await?;
     let negotiated = negotiate(&result.capabilities, config.codec)?;
-    let size = gate
-        .desktop_size
-        .map(|s| Size::new(s.width, s.height))
-        .unwrap_or(config.default_size);
-    info!(%peer, user, size = ?(size.width, size.height), codec = negotiated.profile.name(), session = ?requested_session, "client connected");
-    let terminal = Terminal::new(
-        framed,
-        acceptor,
-        result,
-        negotiated,
-        size,
-        resize_rx,
-        crate::active::ClientDetails {
-            peer,
-            user,
-            domain,
-            requested_session,
-            keyboard_layout: KeyboardLayout::default(),
-        },
+    info!(
+        %peer,
+        user = client.user,
+        client_name = client.client_name,
+        size = ?(client.size.width, client.size.height),
+        codec = negotiated.profile.name(),
+        session = ?client.pcb_id,
+        "client connected"
     );
+    let terminal = Terminal::new(framed, acceptor, result, negotiated, resize_rx, client);
     Ok(Accepted { identity, terminal })
+}
+
+/// Which of the PDUs crossing a step the client's details are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// The client's MCS Connect Initial: its core data (name, build, size, layout).
+    ConnectInitial,
+    /// The client's Client Info PDU: user, password, address, shell; credentials are checked
+    /// right after it.
+    ClientInfo,
+    /// Our Demand Active: the size the client is told it has.
+    DemandActive,
+    Nothing,
+}
+
+/// Drive the acceptor from the secure channel to the end of the connection sequence, the way
+/// ironrdp-async's `accept_finalize_with` does, reading the client's details from the PDUs that
+/// pass through and checking its credentials once its Client Info is in.
+async fn finish_sequence<A: Authenticate>(
+    framed: &mut Framed,
+    acceptor: &mut Acceptor,
+    client: &mut ClientDetails,
+    auth: &A,
+    nla_user: Option<String>,
+) -> Result<(AcceptorResult, A::Identity), AcceptError> {
+    let mut buf = WriteBuf::new();
+    let mut identity = None;
+    loop {
+        if let Some(result) = acceptor.get_result() {
+            // Fails closed: should the Client Info moment ever be missed, nobody is let in.
+            let identity = identity.ok_or(AcceptError::NoCredentials)?;
+            return Ok((result, identity));
+        }
+        let watched = match state_downcast::<AcceptorState>(acceptor.state()) {
+            Some(AcceptorState::BasicSettingsWaitInitial { .. }) => Watched::ConnectInitial,
+            Some(AcceptorState::SecureSettingsExchange { .. }) => Watched::ClientInfo,
+            Some(AcceptorState::CapabilitiesSendServer { .. }) => Watched::DemandActive,
+            _ => Watched::Nothing,
+        };
+        let received = sequence_step(framed, acceptor, &mut buf).await?;
+        let mut password = None;
+        match (watched, &received) {
+            (Watched::ConnectInitial, Some(pdu)) => {
+                if let Err(e) = client.read_connect_initial(pdu) {
+                    debug!("client core data unreadable: {e}");
+                }
+            }
+            (Watched::ClientInfo, Some(pdu)) => match client.read_client_info(pdu) {
+                Ok(sent) => password = Some(sent),
+                Err(e) => debug!("client info unreadable: {e}"),
+            },
+            (Watched::DemandActive, None) => {
+                if let Some(size) = announced_size(buf.filled()) {
+                    client.size = size;
+                }
+            }
+            _ => {}
+        }
+        if watched == Watched::ClientInfo {
+            match check_credentials(client, auth, nla_user.as_deref(), password).await {
+                Ok(checked) => identity = Some(checked),
+                Err(refused) => {
+                    buf.clear();
+                    if let Ok(written @ 1..) = acceptor.encode_access_denied(&mut buf) {
+                        let _ = framed.write_all(&buf.filled()[..written]).await;
+                    }
+                    return Err(refused);
+                }
+            }
+        }
+    }
+}
+
+/// One step of a connection sequence: read the PDU the acceptor waits for (if any), step, send
+/// its answer. Returns the PDU read; the answer stays in `buf`.
+async fn sequence_step(framed: &mut Framed, acceptor: &mut Acceptor, buf: &mut WriteBuf) -> Result<Option<Bytes>, AcceptError> {
+    buf.clear();
+    let (received, written) = match acceptor.next_pdu_hint() {
+        Some(hint) => {
+            let pdu = framed.read_by_hint(hint).await?;
+            let written = acceptor.step(&pdu, framed.last_read_at(), buf).map_err(handshake_err)?;
+            (Some(pdu), written)
+        }
+        None => (None, acceptor.step_no_input(buf).map_err(handshake_err)?),
+    };
+    if let Some(len) = written.size() {
+        framed.write_all(&buf.filled()[..len]).await?;
+    }
+    Ok(received)
+}
+
+/// The rest of a deactivation-reactivation, from the client's Confirm Active on.
+pub(crate) async fn finish_reactivation(framed: &mut Framed, acceptor: &mut Acceptor) -> Result<AcceptorResult, AcceptError> {
+    let mut buf = WriteBuf::new();
+    loop {
+        if let Some(result) = acceptor.get_result() {
+            return Ok(result);
+        }
+        sequence_step(framed, acceptor, &mut buf).await?;
+    }
+}
+
+async fn check_credentials<A: Authenticate>(
+    client: &mut ClientDetails,
+    auth: &A,
+    nla_user: Option<&str>,
+    password: Option<String>,
+) -> Result<A::Identity, AcceptError> {
+    let refused = |client: &ClientDetails, reason: String, via_nla: bool| AcceptError::AuthenticationFailed {
+        user: client.user.clone(),
+        reason,
+        via_nla,
+    };
+    if let Some(user) = nla_user {
+        // NLA proved this account; the Client Info may name another (or none).
+        client.user = user.to_owned();
+        client.domain = None;
+        return auth.identity_after_nla(client).await.map_err(|e| refused(client, e.0, true));
+    }
+    let Some(password) = password else { return Err(AcceptError::NoCredentials) };
+    if client.user.is_empty() {
+        return Err(refused(client, "empty user name".into(), false));
+    }
+    auth.authenticate(client, &password).await.map_err(|e| refused(client, e.0, false))
 }
 
 /// The whole cause chain: IronRDP's top-level message says where, its sources say what.
@@ -234,17 +332,18 @@ fn handshake_err(e: ConnectorError) -> AcceptError {
 }
 
 /// MS-RDPEPS: a client asking for a particular session sends a pre-connection PDU before the
-/// X.224 request. Anything else starts with a TPKT header (version 3).
-async fn read_preconnection_pdu(stream: &mut TcpStream) -> Result<Option<u32>, AcceptError> {
-    let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
+/// X.224 request. Anything else starts with a TPKT header (version 3); a pre-connection PDU
+/// cannot, its first byte being the low byte of an even size. Returns the PDU, if any, and the
+/// bytes read past it, which the connection sequence reads again.
+async fn read_preconnection_pdu<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(Option<PreconnectionBlob>, BytesMut), AcceptError> {
+    let mut size = [0u8; 4];
+    if stream.read(&mut size[..1]).await? == 0 {
         return Err(AcceptError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before sending anything")));
     }
-    if first[0] == 0x03 {
-        return Ok(None);
+    if size[0] == 0x03 {
+        return Ok((None, BytesMut::from(&size[..1])));
     }
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).await?;
+    stream.read_exact(&mut size[1..]).await?;
     let size = u32::from_le_bytes(size) as usize;
     // v1 is 16 bytes; v2 adds a string of at most 64 Ki UTF-16 units.
     if !(PreconnectionBlob::FIXED_PART_SIZE..=PreconnectionBlob::FIXED_PART_SIZE + 2 + 2 * 65536).contains(&size) {
@@ -255,45 +354,7 @@ async fn read_preconnection_pdu(stream: &mut TcpStream) -> Result<Option<u32>, A
     stream.read_exact(&mut buf[4..]).await?;
     let pcb: PreconnectionBlob = decode(&buf).map_err(|e| AcceptError::BadPreconnectionPdu(e.to_string()))?;
     debug!(?pcb, "pre-connection PDU");
-    Ok(Some(pcb.id))
-}
-
-/// Checks credentials at the point the acceptor offers them, and records the client's size.
-struct Gate<'a, A: Authenticate> {
-    auth: &'a A,
-    peer: SocketAddr,
-    identity: Option<(String, Option<String>, A::Identity)>,
-    refused: Option<(String, String)>,
-    desktop_size: Option<DesktopSize>,
-}
-
-#[async_trait::async_trait(?Send)]
-impl<A: Authenticate> ConnectionSetupHandler for Gate<'_, A> {
-    async fn handle_credentials(&mut self, credentials: Option<ReceivedCredentials>) -> ConnectorResult<()> {
-        let Some(received) = credentials else {
-            return Err(ConnectorError::general("no credentials"));
-        };
-        let creds = received.credentials;
-        if creds.username.is_empty() {
-            self.refused = Some((String::new(), "empty user name".into()));
-            return Err(ConnectorError::general("empty user name"));
-        }
-        match self.auth.authenticate(&creds.username, creds.domain.as_deref(), &creds.password, self.peer).await {
-            Ok(identity) => {
-                self.identity = Some((creds.username, creds.domain, identity));
-                Ok(())
-            }
-            Err(failure) => {
-                self.refused = Some((creds.username, failure.0));
-                Err(ConnectorError::general("authentication failed"))
-            }
-        }
-    }
-
-    async fn prepare_capability_exchange(&mut self, desktop_size: DesktopSize) -> ConnectorResult<()> {
-        self.desktop_size = Some(desktop_size);
-        Ok(())
-    }
+    Ok((Some(pcb), BytesMut::new()))
 }
 
 /// Display-control requests leave the channel processor through a watch: only the newest
@@ -423,4 +484,46 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
     );
     debug!(?pointer, "pointer shapes");
     Ok(Negotiated { profile, max_request_size, resizable, keyboard_layout: layout.map(KeyboardLayout), pointer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_core::encode_vec;
+    use ironrdp_pdu::pcb::PcbVersion;
+
+    async fn preconnection(bytes: &[u8]) -> Result<(Option<PreconnectionBlob>, BytesMut), AcceptError> {
+        let mut stream = bytes;
+        read_preconnection_pdu(&mut stream).await
+    }
+
+    #[tokio::test]
+    async fn a_tpkt_header_is_no_preconnection_pdu_and_is_read_again() {
+        let (pcb, replay) = preconnection(&[0x03, 0x00, 0x00, 0x13]).await.unwrap();
+        assert!(pcb.is_none());
+        assert_eq!(&replay[..], &[0x03]);
+    }
+
+    #[tokio::test]
+    async fn preconnection_pdus_v1_and_v2() {
+        let v1 = encode_vec(&PreconnectionBlob { version: PcbVersion::V1, id: 7, v2_payload: None }).unwrap();
+        let (pcb, replay) = preconnection(&v1).await.unwrap();
+        assert_eq!(pcb.map(|p| p.id), Some(7));
+        assert!(replay.is_empty());
+
+        let v2 = encode_vec(&PreconnectionBlob { version: PcbVersion::V2, id: 0, v2_payload: Some("vm-7".into()) }).unwrap();
+        let mut stream = [v2.as_slice(), &[0x03, 0x00]].concat();
+        let (pcb, replay) = preconnection(&stream).await.unwrap();
+        assert_eq!(pcb.and_then(|p| p.v2_payload).as_deref(), Some("vm-7"));
+        // Nothing past the PDU is consumed: the X.224 request that follows stays in the stream.
+        assert!(replay.is_empty());
+        stream.truncate(v2.len() - 1);
+        assert!(preconnection(&stream).await.is_err(), "a truncated PDU is an error");
+    }
+
+    #[tokio::test]
+    async fn a_silly_preconnection_size_is_refused() {
+        assert!(matches!(preconnection(&[0x02, 0x00, 0x00, 0x00]).await, Err(AcceptError::BadPreconnectionPdu(_))));
+        assert!(matches!(preconnection(&[]).await, Err(AcceptError::Io(_))));
+    }
 }

@@ -1,34 +1,28 @@
-//! A connected client showing a desktop: input in, screen updates out.
+//! A connected client: what it shows comes from a session's feed, what it types goes to an
+//! input sink. Which session, and what the input may do there, is the caller's business.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use ironrdp_acceptor::{Acceptor, AcceptorResult, DesktopSize, accept_finalize};
-use ironrdp_async::FramedWrite as _;
-use ironrdp_core::decode;
-use ironrdp_pdu::Action;
-use ironrdp_pdu::input::fast_path::FastPathInput;
-use ironrdp_pdu::mcs::{DisconnectProviderUltimatum, McsMessage};
-use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
-use ironrdp_pdu::x224::X224;
-use ironrdp_svc::{StaticChannelSet, server_encode_svc_messages};
-use ironrdp_tokio::TokioFramed;
-use rdhost_desktop::{CursorShape, Desktop, InputEvent, KeyboardLayout, Rect, Size};
-use rdhost_frames::{CodecProfile, Encoder, PointerLimits, default_pointer};
-use tokio::net::TcpStream;
+use ironrdp_acceptor::{Acceptor, AcceptorResult, DesktopSize};
+use rdhost_desktop::{CursorShape, InputEvent, KeyboardLayout, Size};
+use rdhost_frames::{CodecProfile, Feed, FeedProfile, PointerLimits, Update, default_pointer};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-use crate::input;
+use crate::accept::{Framed, finish_reactivation};
+use crate::client::ClientDetails;
 use crate::pdus::{self, Channels};
 use crate::pointer::PointerCache;
+use crate::state::{ActiveAction, ActiveState};
 
 /// A client that does not take our bytes for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-type Framed = TokioFramed<TlsStream<TcpStream>>;
+/// A client that does not finish a deactivation-reactivation in this long is gone.
+const REACTIVATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the connection sequence settled.
 #[derive(Debug, Clone, Copy)]
@@ -41,20 +35,31 @@ pub(crate) struct Negotiated {
     pub pointer: PointerLimits,
 }
 
-/// Who the client is and what it asked for.
-#[derive(Debug, Clone)]
-pub(crate) struct ClientDetails {
-    pub peer: SocketAddr,
-    pub user: String,
-    pub domain: Option<String>,
-    pub requested_session: Option<u32>,
-    pub keyboard_layout: KeyboardLayout,
+/// Where a terminal's input goes. The wiring implements it (the gate applies the terminal's
+/// control level; only a session's primary terminal may resize the desktop or set its layout).
+/// Every call must return at once: it runs on the terminal's loop.
+pub trait InputSink: Send + Sync {
+    fn input(&self, event: InputEvent);
+    /// The client asked for a new desktop size (display control, or its size when it starts
+    /// showing a session).
+    fn resize(&self, size: Size);
+    fn keyboard_layout(&self, layout: KeyboardLayout);
+}
+
+/// What a terminal shows: a session's encoded screen, its pointer shape, and where input goes.
+pub struct Showing {
+    /// Sent to the client (Save Session Info): clients show it, `/pcid` users need it.
+    pub session_id: u32,
+    pub feed: Feed,
+    /// Only the newest shape matters: a watch never queues the ones in between.
+    pub cursor: watch::Receiver<Option<Arc<CursorShape>>>,
+    pub input: Arc<dyn InputSink>,
 }
 
 /// Orders for a running terminal.
 pub enum TerminalCommand {
-    /// Show another desktop from now on (reconnect elsewhere, `tscon`).
-    Show(Arc<dyn Desktop>),
+    /// Show another session from now on, without the client reconnecting (`tscon`, shadow).
+    Show(Showing),
     /// Tell the client why (a Set Error Info code, see [`crate::error_info`]) and close.
     Disconnect { error_info: u32 },
 }
@@ -70,24 +75,42 @@ pub enum TerminalEnd {
     Disconnected { error_info: u32 },
 }
 
+/// A terminal's traffic, readable by the wiring while the terminal runs.
+#[derive(Debug, Default)]
+pub struct TerminalStats {
+    /// Bytes of PDUs read from the client in the active phase.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to the client in the active phase (before TLS).
+    pub bytes_out: AtomicU64,
+    /// Input PDUs (those carrying at least one input event).
+    pub frames_in: AtomicU64,
+    /// Screen updates written (one per update from the feed, whatever its parts).
+    pub frames_out: AtomicU64,
+    /// When the last input PDU arrived, in milliseconds since the Unix epoch; 0 before any.
+    pub last_input: AtomicU64,
+}
+
 /// One connected RDP client.
 pub struct Terminal {
     framed: Framed,
-    acceptor: Acceptor,
-    channels: Channels,
-    static_channels: StaticChannelSet,
+    /// The finished connection sequence, kept for deactivation-reactivation (which consumes
+    /// it and leaves the next one here).
+    acceptor: Option<Acceptor>,
+    state: ActiveState,
     negotiated: Negotiated,
-    encoder: Encoder,
     /// Which pointer shapes the client holds, by cache index.
     pointer: PointerCache,
+    /// The client's screen now.
     size: Size,
+    /// The size the client wants: its own at first, then what display control asks for.
+    wanted: Size,
     resize_requests: watch::Receiver<Option<Size>>,
     client: ClientDetails,
-    /// Input that arrived during the connection sequence, delivered once a desktop is shown.
+    /// Suppress Output is on: the client's window is hidden.
+    suppressed: bool,
+    /// Input that arrived during the connection sequence, delivered once something is shown.
     early_input: Vec<Vec<u8>>,
-    /// Where the client's pointer last was: a wheel event's own position is not to be trusted
-    /// (FreeRDP sends 0, 0).
-    pointer_at: (u16, u16),
+    stats: Arc<TerminalStats>,
 }
 
 impl Terminal {
@@ -96,60 +119,41 @@ impl Terminal {
         acceptor: Acceptor,
         result: AcceptorResult,
         negotiated: Negotiated,
-        size: Size,
         resize_requests: watch::Receiver<Option<Size>>,
         mut client: ClientDetails,
     ) -> Self {
+        // The Input capability's layout is the client's final word; the core data's came first.
         if let Some(layout) = negotiated.keyboard_layout {
             client.keyboard_layout = layout;
-        } else if result.keyboard_layout != 0 {
-            client.keyboard_layout = KeyboardLayout(result.keyboard_layout);
         }
         Self {
             framed,
-            acceptor,
-            channels: Channels { io: result.io_channel_id, user: result.user_channel_id },
-            static_channels: result.static_channels,
-            encoder: Encoder::new(negotiated.profile, negotiated.max_request_size),
+            acceptor: Some(acceptor),
+            state: ActiveState::new(Channels { io: result.io_channel_id, user: result.user_channel_id }, result.static_channels),
             pointer: PointerCache::new(negotiated.pointer),
             negotiated,
-            size,
+            size: client.size,
+            wanted: client.size,
             resize_requests,
             client,
+            suppressed: false,
             early_input: result.input_events,
-            pointer_at: (0, 0),
+            stats: Arc::new(TerminalStats::default()),
         }
     }
 
-    pub fn peer(&self) -> SocketAddr {
-        self.client.peer
-    }
-    pub fn user(&self) -> &str {
-        &self.client.user
-    }
-    pub fn domain(&self) -> Option<&str> {
-        self.client.domain.as_deref()
-    }
-    /// The session id the client asked for with a pre-connection PDU (`xfreerdp /pcid:ID`).
-    pub fn requested_session(&self) -> Option<u32> {
-        self.client.requested_session
-    }
-    /// The desktop size the client asked for.
-    pub fn size(&self) -> Size {
-        self.size
-    }
-    pub fn keyboard_layout(&self) -> KeyboardLayout {
-        self.client.keyboard_layout
-    }
-    pub fn codec(&self) -> CodecProfile {
-        self.negotiated.profile
+    /// Who the client is and what it asked for.
+    pub fn client(&self) -> &ClientDetails {
+        &self.client
     }
 
-    /// Tell the client which session it is in (clients show it; `/pcid` users need it).
-    pub async fn announce_logon(&mut self, session_id: u32) -> Result<(), TerminalEnd> {
-        let domain = self.client.domain.clone().unwrap_or_default();
-        let bytes = pdus::logon_info(self.channels, session_id, &self.client.user, &domain);
-        self.write(&bytes).await
+    /// What a feed for this terminal must encode: its codec, and its request-size limit.
+    pub fn feed_profile(&self) -> FeedProfile {
+        FeedProfile { codec: self.negotiated.profile, max_request_size: self.negotiated.max_request_size }
+    }
+
+    pub fn stats(&self) -> Arc<TerminalStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Refuse the client before showing anything: send the error info and close.
@@ -157,132 +161,136 @@ impl Terminal {
         self.say_goodbye(error_info).await;
     }
 
-    /// Show `desktop` until the client leaves, the connection breaks, or a command ends it.
-    pub async fn run(mut self, desktop: Arc<dyn Desktop>, mut commands: mpsc::Receiver<TerminalCommand>) -> TerminalEnd {
-        let mut desktop = desktop;
-        self.attach(&desktop);
-        let mut screen = desktop.canvas().subscribe();
-        // Only the newest shape matters: a watch never queues the ones in between.
-        let mut cursor = desktop.cursor();
-        if let Err(end) = self.show_pointer(cursor.borrow_and_update().clone()).await {
-            return end;
+    /// Show `showing` (and whatever later [`TerminalCommand::Show`]s bring) until the client
+    /// leaves, the connection breaks, or a command ends it.
+    pub async fn run(mut self, mut showing: Showing, mut commands: mpsc::Receiver<TerminalCommand>) -> TerminalEnd {
+        match self.active_loop(&mut showing, &mut commands).await {
+            Ok(never) => match never {},
+            Err(end) => end,
         }
-        if let Err(end) = self.start_channels().await {
-            return end;
-        }
+    }
+
+    /// Every way of ending leaves this loop as an `Err`.
+    async fn active_loop(&mut self, showing: &mut Showing, commands: &mut mpsc::Receiver<TerminalCommand>) -> Result<Infallible, TerminalEnd> {
+        self.start_showing(showing).await?;
+        let started = self.state.start_channels().map_err(TerminalEnd::ConnectionLost)?;
+        self.write(&started).await?;
         for frame in std::mem::take(&mut self.early_input) {
-            if let Err(end) = self.handle_pdu(&frame, &desktop).await {
-                return end;
-            }
+            self.handle_pdu(&frame, showing).await?;
         }
-        let mut suppressed = false;
         loop {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(TerminalCommand::Show(next)) => {
-                        desktop = next;
-                        self.attach(&desktop);
-                        screen = desktop.canvas().subscribe();
-                        cursor = desktop.cursor();
-                        if let Err(end) = self.show_pointer(cursor.borrow_and_update().clone()).await {
-                            return end;
-                        }
+                        info!(peer = %self.client.peer, from = showing.session_id, to = next.session_id, "terminal switches session");
+                        *showing = next;
+                        self.start_showing(showing).await?;
                     }
                     Some(TerminalCommand::Disconnect { error_info }) => {
                         self.say_goodbye(error_info).await;
-                        return TerminalEnd::Disconnected { error_info };
+                        return Err(TerminalEnd::Disconnected { error_info });
                     }
                     // The owner is gone: nobody can use this terminal any more.
                     None => {
                         self.say_goodbye(crate::error_info::SERVER_SHUTDOWN).await;
-                        return TerminalEnd::Disconnected { error_info: crate::error_info::SERVER_SHUTDOWN };
+                        return Err(TerminalEnd::Disconnected { error_info: crate::error_info::SERVER_SHUTDOWN });
                     }
                 },
                 pdu = self.framed.read_pdu() => {
                     let frame = match pdu {
                         Ok((_, frame)) => frame,
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return TerminalEnd::ConnectionLost("client closed the connection".into()),
-                        Err(e) => return TerminalEnd::ConnectionLost(format!("read failed: {e}")),
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            return Err(TerminalEnd::ConnectionLost("client closed the connection".into()));
+                        }
+                        Err(e) => return Err(TerminalEnd::ConnectionLost(format!("read failed: {e}"))),
                     };
-                    match self.handle_pdu(&frame, &desktop).await {
-                        Ok(Some(ClientRequest::Leave)) => return TerminalEnd::ClientLeft,
-                        Ok(Some(ClientRequest::Suppress(on))) => suppressed = on,
-                        Ok(Some(ClientRequest::Refresh(rect))) => { suppressed = false; screen.invalidate(rect) }
-                        Ok(None) => {}
-                        Err(end) => return end,
-                    }
+                    self.stats.bytes_in.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                    self.handle_pdu(&frame, showing).await?;
                 },
                 Ok(()) = self.resize_requests.changed() => {
                     let requested = *self.resize_requests.borrow_and_update();
-                    if let Some(size) = requested {
-                        if self.negotiated.resizable {
-                            debug!(?size, "client asked for a new size");
-                            desktop.resize(size);
-                        }
+                    if let Some(size) = requested.filter(|_| self.negotiated.resizable) {
+                        debug!(?size, "client asked for a new size");
+                        self.wanted = size;
+                        // The desktop's new size, if the sink lets it change, comes back
+                        // through the feed, and the client is reactivated then.
+                        showing.input.resize(size);
                     }
                 },
-                Ok(()) = cursor.changed() => {
-                    let shape = cursor.borrow_and_update().clone();
-                    if let Err(end) = self.show_pointer(shape).await {
-                        return end;
-                    }
+                Ok(()) = showing.cursor.changed() => {
+                    let shape = showing.cursor.borrow_and_update().clone();
+                    self.show_pointer(shape).await?;
                 },
-                () = screen.changed(), if !suppressed => {
-                    let Some(frame) = screen.take_aligned(self.encoder.x_alignment()) else { continue };
-                    if frame.size != self.size {
-                        if !self.negotiated.resizable {
-                            // The client cannot follow: keep the desktop at its size.
-                            desktop.resize(self.size);
-                            continue;
-                        }
-                        self = match self.reactivate(frame.size).await {
-                            Ok(terminal) => terminal,
-                            Err(end) => return end,
-                        };
-                        // A reactivated client starts again from its default pointer.
-                        if let Err(end) = self.show_pointer(cursor.borrow().clone()).await {
-                            return end;
-                        }
-                    }
-                    let mut encoder = std::mem::replace(&mut self.encoder, Encoder::new(self.negotiated.profile, self.negotiated.max_request_size));
-                    // Encoding is CPU work: keep it off the connection's thread.
-                    let encoded = tokio::task::spawn_blocking(move || {
-                        let out = encoder.encode(&frame);
-                        (encoder, out)
-                    }).await;
-                    let bytes = match encoded {
-                        Ok((encoder, Ok(bytes))) => { self.encoder = encoder; bytes }
-                        Ok((encoder, Err(e))) => { self.encoder = encoder; warn!(error = %e, "encoding failed; frame dropped"); continue }
-                        Err(e) => return TerminalEnd::ConnectionLost(format!("encoder panicked: {e}")),
-                    };
-                    if let Err(end) = self.write(&bytes).await {
-                        return end;
-                    }
+                update = showing.feed.next(), if !self.suppressed => match update {
+                    Ok(update) => self.show_update(update, showing).await?,
+                    Err(e) => warn!(error = %e, "encoding failed; update dropped"),
                 },
             }
         }
     }
 
-    /// Virtual channels speak first (the dynamic-channel server offers its capabilities and
-    /// opens display control); once per connection, not again after a reactivation.
-    async fn start_channels(&mut self) -> Result<(), TerminalEnd> {
-        let mut out = Vec::new();
-        for (_, channel, channel_id) in self.static_channels.iter_mut() {
-            let Some(channel_id) = channel_id else { continue };
-            let messages = channel.start().map_err(|e| TerminalEnd::ConnectionLost(format!("virtual channel start: {e}")))?;
-            let bytes = server_encode_svc_messages(messages, channel_id, self.channels.user)
-                .map_err(|e| TerminalEnd::ConnectionLost(format!("virtual channel start: {e}")))?;
-            out.extend(bytes);
-        }
-        self.write(&out).await
+    /// Begin showing a session: at the start, and after every switch.
+    async fn start_showing(&mut self, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        // The sink decides whether this terminal may drive the desktop (a primary does).
+        showing.input.keyboard_layout(self.client.keyboard_layout);
+        showing.input.resize(self.wanted);
+        let domain = self.client.domain.clone().unwrap_or_default();
+        self.write(&pdus::logon_info(self.state.channels(), showing.session_id, &self.client.user, &domain)).await?;
+        showing.feed.set_paused(self.suppressed);
+        // A feed's first update is the whole screen, at the desktop's size: a size that differs
+        // from the client's reactivates it there (see `show_update`).
+        let shape = showing.cursor.borrow_and_update().clone();
+        self.show_pointer(shape).await
     }
 
-    fn attach(&mut self, desktop: &Arc<dyn Desktop>) {
-        desktop.set_keyboard_layout(self.client.keyboard_layout);
-        if desktop.canvas().size() != self.size {
-            desktop.resize(self.size);
+    async fn show_update(&mut self, update: Update, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        if update.size != self.size {
+            if !self.negotiated.resizable {
+                // The client cannot follow: ask for the desktop back at its size (only a
+                // primary gets it) and show nothing of another size.
+                showing.input.resize(self.size);
+                return Ok(());
+            }
+            // An update at a new size repaints the whole screen: after the reactivation it is
+            // written as it is.
+            self.reactivate(update.size, showing).await?;
         }
+        self.write_parts(update.parts.iter().map(|part| &part[..])).await?;
+        self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Carry out what one PDU from the client asks for.
+    async fn handle_pdu(&mut self, frame: &[u8], showing: &mut Showing) -> Result<(), TerminalEnd> {
+        let actions = self.state.process(frame).map_err(|e| TerminalEnd::ConnectionLost(e.to_string()))?;
+        let mut input = false;
+        for action in actions {
+            match action {
+                ActiveAction::Input(event) => {
+                    showing.input.input(event);
+                    input = true;
+                }
+                ActiveAction::Write(bytes) => self.write(&bytes).await?,
+                ActiveAction::Suppress(on) => {
+                    self.suppressed = on;
+                    showing.feed.set_paused(on);
+                }
+                ActiveAction::Refresh(rect) => {
+                    // A client that asks for pixels wants to see them.
+                    self.suppressed = false;
+                    showing.feed.set_paused(false);
+                    showing.feed.refresh(rect);
+                }
+                ActiveAction::Leave => return Err(TerminalEnd::ClientLeft),
+            }
+        }
+        if input {
+            self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.stats.last_input.store(now, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Make the client show `shape` (`None`: its default arrow).
@@ -295,7 +303,22 @@ impl Terminal {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), TerminalEnd> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.framed.write_all(bytes)).await {
+        self.write_parts(std::iter::once(bytes)).await
+    }
+
+    /// Write PDUs in order, flushing once after the last.
+    async fn write_parts<'a>(&mut self, parts: impl Iterator<Item = &'a [u8]>) -> Result<(), TerminalEnd> {
+        let (stream, _) = self.framed.get_inner_mut();
+        let stats = &self.stats;
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async move {
+            for part in parts {
+                stream.write_all(part).await?;
+                stats.bytes_out.fetch_add(part.len() as u64, Ordering::Relaxed);
+            }
+            stream.flush().await
+        })
+        .await;
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(TerminalEnd::ConnectionLost(format!("write failed: {e}"))),
             Err(_) => Err(TerminalEnd::ConnectionLost(format!("client took no data for {WRITE_TIMEOUT:?}"))),
@@ -303,122 +326,58 @@ impl Terminal {
     }
 
     async fn say_goodbye(&mut self, error_info: u32) {
-        let mut bytes = pdus::set_error_info(self.channels, error_info);
+        let mut bytes = pdus::set_error_info(self.state.channels(), error_info);
         bytes.extend(pdus::disconnect_ultimatum());
         if self.write(&bytes).await.is_ok() {
             // Give TLS a chance to say close_notify; the client may already be gone.
             let (stream, _) = self.framed.get_inner_mut();
-            let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncWriteExt::shutdown(stream)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
         }
     }
 
     /// Deactivation-reactivation (MS-RDPBCGR 1.3.1.3): the client's screen takes a new size.
-    async fn reactivate(mut self, size: Size) -> Result<Self, TerminalEnd> {
+    /// Input the client sends meanwhile goes to the sink; the pointer shape is sent again
+    /// because the client may have dropped its pointer cache with the rest of its state.
+    async fn reactivate(&mut self, size: Size, showing: &mut Showing) -> Result<(), TerminalEnd> {
         info!(peer = %self.client.peer, ?size, "resizing client screen");
-        self.write(&pdus::deactivate_all(self.channels)).await?;
-        let Terminal { framed, acceptor, static_channels, mut pointer, .. } = self;
-        // The client may drop its pointer cache with the rest of its state.
-        pointer.clear();
+        let lost = |e: &dyn std::fmt::Display| TerminalEnd::ConnectionLost(format!("reactivation: {e}"));
+        self.write(&pdus::deactivate_all(self.state.channels())).await?;
+        let consumed = self.acceptor.take().ok_or_else(|| lost(&"no finished connection sequence to reactivate"))?;
         let mut acceptor = Acceptor::new_deactivation_reactivation(
-            acceptor,
-            static_channels,
+            consumed,
+            self.state.take_static_channels(),
             DesktopSize { width: size.width, height: size.height },
         )
-        .map_err(|e| TerminalEnd::ConnectionLost(format!("reactivation: {e}")))?;
-        let (framed, result) = accept_finalize(framed, &mut acceptor)
+        .map_err(|e| lost(&e))?;
+        let result = tokio::time::timeout(REACTIVATION_TIMEOUT, finish_reactivation(&mut self.framed, &mut acceptor))
             .await
-            .map_err(|e| TerminalEnd::ConnectionLost(format!("reactivation: {e:#}")))?;
-        Ok(Terminal {
-            framed,
-            acceptor,
-            channels: Channels { io: result.io_channel_id, user: result.user_channel_id },
-            static_channels: result.static_channels,
-            encoder: Encoder::new(self.negotiated.profile, self.negotiated.max_request_size),
-            pointer,
-            size,
-            early_input: result.input_events,
-            pointer_at: (0, 0),
-            ..self
-        })
-    }
-
-    /// Handle one PDU from the client.
-    async fn handle_pdu(&mut self, frame: &[u8], desktop: &Arc<dyn Desktop>) -> Result<Option<ClientRequest>, TerminalEnd> {
-        let action = Action::from_fp_output_header(frame[0]).map_err(|_| garbage("unknown PDU header"))?;
-        let mut events = Vec::new();
-        match action {
-            Action::FastPath => {
-                let input: FastPathInput = decode(frame).map_err(|e| garbage(&format!("fast-path input: {e}")))?;
-                for event in input.input_events() {
-                    input::from_fastpath(event, &mut events);
-                }
-            }
-            Action::X224 => {
-                let message: X224<McsMessage<'_>> = decode(frame).map_err(|e| garbage(&format!("MCS: {e}")))?;
-                match message.0 {
-                    McsMessage::SendDataRequest(data) if data.channel_id == self.channels.io => {
-                        let control: ShareControlHeader =
-                            decode(data.user_data.as_ref()).map_err(|e| garbage(&format!("share control: {e}")))?;
-                        let ShareControlPdu::Data(header) = control.share_control_pdu else {
-                            debug!("ignoring share control PDU");
-                            return Ok(None);
-                        };
-                        match header.share_data_pdu {
-                            ShareDataPdu::Input(pdu) => {
-                                for event in &pdu.0 {
-                                    input::from_slow_path(event, &mut events);
-                                }
-                            }
-                            // The client asks to log off; Windows answers "denied" and the
-                            // client then disconnects, leaving the session running.
-                            ShareDataPdu::ShutdownRequest => {
-                                self.write(&pdus::shutdown_denied(self.channels)).await?;
-                            }
-                            ShareDataPdu::SuppressOutput(pdu) => return Ok(Some(ClientRequest::Suppress(pdu.desktop_rect.is_none()))),
-                            ShareDataPdu::RefreshRectangle(pdu) => {
-                                let rect = pdu.areas_to_refresh.iter().fold(Rect::new(0, 0, 0, 0), |acc, r| {
-                                    acc.union(Rect::new(r.left, r.top, r.right.saturating_sub(r.left).saturating_add(1), r.bottom.saturating_sub(r.top).saturating_add(1)))
-                                });
-                                return Ok(Some(ClientRequest::Refresh(rect)));
-                            }
-                            other => debug!(pdu = ?std::mem::discriminant(&other), "ignoring share data PDU"),
-                        }
-                    }
-                    McsMessage::SendDataRequest(data) => {
-                        let channel_id = data.channel_id;
-                        let Some(svc) = self.static_channels.get_by_channel_id_mut(channel_id) else {
-                            debug!(channel_id, "data on an unknown channel");
-                            return Ok(None);
-                        };
-                        let responses = svc.process(&data.user_data).map_err(|e| garbage(&format!("virtual channel {channel_id}: {e}")))?;
-                        let bytes = server_encode_svc_messages(responses, channel_id, self.channels.user)
-                            .map_err(|e| garbage(&format!("virtual channel reply: {e}")))?;
-                        self.write(&bytes).await?;
-                    }
-                    McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum { .. }) => return Ok(Some(ClientRequest::Leave)),
-                    _ => debug!("ignoring MCS message"),
-                }
-            }
+            .map_err(|_| lost(&format_args!("client did not answer within {REACTIVATION_TIMEOUT:?}")))?
+            .map_err(|e| lost(&e))?;
+        self.acceptor = Some(acceptor);
+        self.state.reactivated(Channels { io: result.io_channel_id, user: result.user_channel_id }, result.static_channels);
+        self.size = size;
+        self.pointer.clear();
+        for frame in &result.input_events {
+            self.handle_pdu(frame, showing).await?;
         }
-        for mut event in events {
-            match &mut event {
-                InputEvent::PointerMove { x, y } | InputEvent::Button { x, y, .. } => self.pointer_at = (*x, *y),
-                InputEvent::Wheel { x, y, .. } => (*x, *y) = self.pointer_at,
-                _ => {}
-            }
-            desktop.input(event);
-        }
-        Ok(None)
+        let shape = showing.cursor.borrow().clone();
+        self.show_pointer(shape).await
     }
 }
 
-enum ClientRequest {
-    Leave,
-    Suppress(bool),
-    Refresh(Rect),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn garbage(what: &str) -> TerminalEnd {
-    TerminalEnd::ConnectionLost(format!("malformed PDU from client: {what}"))
+    /// The wiring keeps terminals and their commands on other threads than the one they
+    /// were made on.
+    #[test]
+    fn terminals_and_their_commands_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Terminal>();
+        send::<TerminalCommand>();
+        send::<Arc<TerminalStats>>();
+        fn sync<T: Sync>() {}
+        sync::<TerminalStats>();
+    }
 }
-

@@ -2,19 +2,29 @@
 //!
 //! [`accept`] runs the connection sequence on any stream (a socket we accepted, or one we
 //! dialled for reverse connect): optional pre-connection PDU, TLS, credentials (checked by the
-//! caller's [`Authenticate`]), capability exchange. The resulting [`Terminal`] then shows a
-//! [`Desktop`](rdhost_desktop::Desktop) until told otherwise. Which desktop, and what happens
-//! when the client goes, is the caller's business: nothing here knows about sessions.
+//! caller's [`Authenticate`], which sees the client's [`ClientDetails`]), capability exchange.
+//! The resulting [`Terminal`] is fed: it shows what a [`Showing`] brings (a session's encoded
+//! screen and pointer) and hands the client's input to its [`InputSink`], until told otherwise.
+//! Which session, what the input may do, and what happens when the client goes, is the
+//! caller's business: nothing here knows about sessions.
+//!
+//! The active phase's decisions (a client PDU in, actions out) live in `state.rs`, without I/O;
+//! `Terminal::run` only drives them.
 
 mod accept;
 mod active;
+mod client;
 mod input;
 mod nla;
 mod pdus;
 mod pointer;
+mod state;
 
 pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, CodecPreference, Security, accept};
-pub use active::{Terminal, TerminalCommand, TerminalEnd};
+pub use active::{InputSink, Showing, Terminal, TerminalCommand, TerminalEnd, TerminalStats};
+pub use client::ClientDetails;
+/// What a [`Showing`] is made of, so that a caller needs no second dependency for it.
+pub use rdhost_frames::{Feed, FeedProfile, Stage};
 
 /// Set Error Info codes (MS-RDPBCGR 2.2.5.1.1) a host sends when it ends a connection.
 pub mod error_info {

@@ -1,121 +1,20 @@
 //! Pointer shapes from a desktop reach the client: a real Terminal (accept + run) on loopback
-//! showing a fake desktop whose cursor the test sets, against our headless client and, where
-//! installed, FreeRDP's xfreerdp.
+//! showing a fake desktop (a canvas with its stage) whose cursor the test sets, against our
+//! headless client and, where installed, FreeRDP's xfreerdp.
+
+mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{FakeDesktop, Served, Transport, serve};
 use rdhost_client::{Client, ClientConfig, Pointer, PointerShape, PointerUpdate};
-use rdhost_desktop::{Canvas, CursorShape, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size};
-use rdhost_rdp::{AcceptConfig, AuthFailure, Authenticate, CodecPreference, Security, TerminalCommand, TerminalEnd};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use rdhost_desktop::{CursorShape, Size};
+use rdhost_rdp::{TerminalCommand, TerminalEnd};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A desktop that is a blank canvas and a cursor the test sets.
-struct FakeDesktop {
-    canvas: Arc<Canvas>,
-    cursor: watch::Sender<Option<Arc<CursorShape>>>,
-    ended: watch::Sender<Option<DesktopEnd>>,
-}
-
-impl FakeDesktop {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            canvas: Canvas::new(Size::new(640, 480)),
-            cursor: watch::channel(None).0,
-            ended: watch::channel(None).0,
-        })
-    }
-    fn set_cursor(&self, shape: Option<Arc<CursorShape>>) {
-        self.cursor.send_replace(shape);
-    }
-}
-
-impl Desktop for FakeDesktop {
-    fn canvas(&self) -> &Arc<Canvas> {
-        &self.canvas
-    }
-    fn input(&self, _event: InputEvent) {}
-    fn resize(&self, size: Size) {
-        self.canvas.resize(size);
-    }
-    fn set_keyboard_layout(&self, _layout: KeyboardLayout) {}
-    fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
-        self.ended.subscribe()
-    }
-    fn terminate(&self) {}
-    fn cursor(&self) -> watch::Receiver<Option<Arc<CursorShape>>> {
-        self.cursor.subscribe()
-    }
-}
-
-/// Anyone with the password "pw" is let in.
-struct Password;
-
-impl Authenticate for Password {
-    type Identity = ();
-    async fn authenticate(&self, _user: &str, _domain: Option<&str>, password: &str, _peer: SocketAddr) -> Result<(), AuthFailure> {
-        if password == "pw" { Ok(()) } else { Err(AuthFailure("wrong password".into())) }
-    }
-    fn nt_hash(&self, _user: &str) -> Option<[u8; 16]> {
-        None
-    }
-    async fn identity_after_nla(&self, _user: &str, _peer: SocketAddr) -> Result<(), AuthFailure> {
-        Err(AuthFailure("no NLA here".into()))
-    }
-}
-
-fn accept_config() -> AcceptConfig {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
-        .unwrap();
-    AcceptConfig {
-        tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
-        security: Security::Tls,
-        handshake_timeout: Duration::from_secs(20),
-        default_size: Size::new(640, 480),
-        codec: CodecPreference::Lossless,
-        public_key: Vec::new(),
-    }
-}
-
-/// A terminal serving one client on a loopback port.
-struct Served {
-    addr: SocketAddr,
-    commands: mpsc::Sender<TerminalCommand>,
-    /// Fires when the client has finished the connection sequence.
-    connected: oneshot::Receiver<()>,
-    end: oneshot::Receiver<TerminalEnd>,
-}
-
-/// Serve `desktop` to the first client that connects.
-async fn serve(desktop: Arc<FakeDesktop>) -> Served {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (commands, command_rx) = mpsc::channel(8);
-    let (connected_tx, connected) = oneshot::channel();
-    let (end_tx, end) = oneshot::channel();
-    // IronRDP's acceptor futures are not Send: the terminal runs on the test's LocalSet.
-    tokio::task::spawn_local(async move {
-        let (stream, peer) = listener.accept().await.unwrap();
-        let accepted = rdhost_rdp::accept(stream, peer, &accept_config(), &Password).await.unwrap();
-        let _ = connected_tx.send(());
-        let _ = end_tx.send(accepted.terminal.run(desktop, command_rx).await);
-    });
-    Served { addr, commands, connected, end }
-}
 
 /// A `size` x `size` shape: a diagonal gradient whose alpha falls from opaque (top-left) to
 /// transparent (bottom-right), so row order, channel order and alpha all show.
@@ -155,10 +54,10 @@ async fn wait_for(client: &mut Client, what: &str, mut pred: impl FnMut(&Client)
 async fn the_client_shows_each_shape_the_desktop_sets() {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let desktop = FakeDesktop::new();
+            let desktop = FakeDesktop::new(Size::new(640, 480), true);
             let arrow = gradient(24, (3, 5), 0x40);
             desktop.set_cursor(Some(Arc::clone(&arrow)));
-            let Served { addr, commands, end, .. } = serve(Arc::clone(&desktop)).await;
+            let Served { addr, commands, end, .. } = serve(Arc::clone(&desktop), 1, Transport::Tcp).await;
             let mut client = rdhost_client::connect(ClientConfig::new(addr, "u", "pw")).await.unwrap();
 
             // The shape set before the client came is the first it sees.
@@ -250,9 +149,9 @@ async fn xfreerdp_stays_connected_through_every_kind_of_pointer_update() {
 
     tokio::task::LocalSet::new()
         .run_until(async {
-            let desktop = FakeDesktop::new();
+            let desktop = FakeDesktop::new(Size::new(640, 480), true);
             desktop.set_cursor(Some(gradient(24, (3, 5), 0x40)));
-            let Served { addr, commands, connected, end } = serve(Arc::clone(&desktop)).await;
+            let Served { addr, commands, connected, end } = serve(Arc::clone(&desktop), 1, Transport::Tcp).await;
             let log = home.path().join("xfreerdp.log");
             let mut xfreerdp = Proc(
                 Command::new("xfreerdp")
@@ -288,7 +187,7 @@ async fn xfreerdp_stays_connected_through_every_kind_of_pointer_update() {
             ];
             // Connected, and a moment to open its window and take the first shape.
             let accepted = tokio::time::timeout(Duration::from_secs(30), connected).await;
-            assert!(matches!(accepted, Ok(Ok(()))), "xfreerdp did not connect:\n{}", client_log());
+            assert!(matches!(accepted, Ok(Ok(_))), "xfreerdp did not connect:\n{}", client_log());
             tokio::time::sleep(Duration::from_secs(1)).await;
             still_there(&mut xfreerdp, "the first shape");
             for (step, shape) in shapes {

@@ -12,6 +12,7 @@ use rdhost_desktop::{Desktop, KeyboardLayout, Size};
 
 use crate::auth::SystemUser;
 use crate::config::{DesktopKind, ServeConfig, XServerChoice};
+use crate::control::protocol::ENV_SOCKET;
 
 /// How sessions get their desktops.
 pub enum DesktopSource {
@@ -67,12 +68,35 @@ impl DesktopSource {
         }
     }
 
+    /// The desktop kind's name, as the config spells it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            DesktopSource::Terminal { .. } => "terminal",
+            DesktopSource::X11 { .. } => "x11",
+            DesktopSource::Display { .. } => "display",
+        }
+    }
+
+    /// Every session shows the same existing display: there can be only one session.
+    pub fn is_single_display(&self) -> bool {
+        matches!(self, DesktopSource::Display { .. })
+    }
+
     /// Start the desktop of session `session`, running as `run_as` (None: the host's user).
-    pub async fn start(&self, session: u32, run_as: Option<&SystemUser>, size: Size, layout: KeyboardLayout) -> anyhow::Result<Arc<dyn Desktop>> {
+    /// Its processes find the host's control socket in `RDHOST_CONTROL_SOCKET`.
+    pub async fn start(
+        &self,
+        session: u32,
+        run_as: Option<&SystemUser>,
+        size: Size,
+        layout: KeyboardLayout,
+        control_socket: &Path,
+    ) -> anyhow::Result<Arc<dyn Desktop>> {
         let run_as = run_as.map(|u| RunAs { user: u.name.clone(), uid: u.uid, gid: u.gid, home: u.home.clone(), shell: u.shell.clone() });
+        let env = vec![(ENV_SOCKET.to_owned(), control_socket.display().to_string())];
         match self {
             DesktopSource::Terminal { font_px } => {
-                let options = TerminalOptions { size, font_px: *font_px, run_as, layout, ..Default::default() };
+                let options = TerminalOptions { size, font_px: *font_px, run_as, layout, env, ..Default::default() };
                 Ok(TerminalDesktop::start(options)?)
             }
             DesktopSource::X11 { server, session_command, runtime_base } => {
@@ -80,6 +104,7 @@ impl DesktopSource {
                 let mut options = SessionServerOptions::new(*server, size, runtime_dir);
                 options.session_command = session_command.clone();
                 options.run_as = run_as;
+                options.env = env;
                 Ok(X11Desktop::start_session(options, layout).await?)
             }
             DesktopSource::Display { display } => {

@@ -1,34 +1,78 @@
-//! The host's shared state: the session table (the model), each session's desktop, and a
-//! command line to each connected terminal.
+//! The host's state, held in one place: the session table (the model), each session's desktop
+//! with its stage and message board, and each connected terminal. One lock guards it all, so
+//! the model's decisions and what the wiring knows never disagree; the lock is never held
+//! across an await.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use rdhost_desktop::{Desktop, DesktopEnd};
-use rdhost_model::{AuthThrottle, LogonError, LogonKind, SessionEvent, SessionId, SessionTable, TerminalId, ThrottleConfig};
-use rdhost_rdp::{AcceptConfig, Accepted, AuthFailure, Authenticate, Terminal, TerminalCommand, TerminalEnd, error_info};
+use rdhost_desktop::{Desktop, DesktopEnd, MessageBoard};
+use rdhost_model::{
+    AuthThrottle, CloseReason, Effect, LogonError, LogonKind, Role, SessionEvent, SessionId, SessionTable, TerminalId,
+    ThrottleConfig,
+};
+use rdhost_rdp::{
+    AcceptConfig, Accepted, AuthFailure, Authenticate, ClientDetails, FeedProfile, Showing, Stage, TerminalCommand,
+    TerminalEnd, TerminalStats, error_info,
+};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::desktops::DesktopSource;
+use super::gate::Gate;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::config::ServeConfig;
-use super::desktops::DesktopSource;
+use crate::control::protocol::{EventRecord, rfc3339};
+
+/// Events kept for slow `rdhost events` readers before they are told they missed some.
+const EVENT_BACKLOG: usize = 1024;
 
 pub struct Host {
-    sessions: Mutex<SessionTable>,
-    throttle: Mutex<AuthThrottle>,
-    desktops: Mutex<HashMap<SessionId, Arc<dyn Desktop>>>,
-    terminals: Mutex<HashMap<TerminalId, mpsc::Sender<TerminalCommand>>>,
+    state: Mutex<HostState>,
     next_terminal: AtomicU64,
-    authenticator: Arc<dyn Authenticator>,
+    pub(super) authenticator: Arc<dyn Authenticator>,
     accept: AcceptConfig,
     desktop_source: DesktopSource,
+    pub(super) shadow_policy: rdhost_model::ShadowPolicy,
+    pub(super) control_socket: std::path::PathBuf,
+    pub(super) events: broadcast::Sender<EventRecord>,
     /// Desktops and their watchers run on the main runtime, not on a connection's thread.
     runtime: tokio::runtime::Handle,
+}
+
+pub(super) struct HostState {
+    pub table: SessionTable,
+    throttle: AuthThrottle,
+    pub desktops: HashMap<SessionId, DesktopSlot>,
+    pub terminals: HashMap<TerminalId, TerminalSlot>,
+}
+
+/// A session's desktop: `None` while it starts; the sender goes when the session ends.
+pub(super) struct DesktopSlot {
+    pub ready: watch::Sender<Option<Arc<SessionDesktop>>>,
+    /// A logoff arrived while the desktop was starting: end it as soon as it is up.
+    terminate_when_ready: bool,
+}
+
+/// A running desktop and what its terminals share: the stage (one encode per codec profile)
+/// and the message board (boxes every terminal of the session sees).
+pub(super) struct SessionDesktop {
+    pub desktop: Arc<dyn Desktop>,
+    pub stage: Stage,
+    pub board: Arc<MessageBoard>,
+}
+
+pub(super) struct TerminalSlot {
+    commands: mpsc::Sender<TerminalCommand>,
+    pub client: ClientDetails,
+    pub stats: Arc<TerminalStats>,
+    profile: FeedProfile,
+    /// The gate of what it shows now.
+    gate: Option<Arc<Gate>>,
 }
 
 impl Host {
@@ -39,23 +83,84 @@ impl Host {
         desktop_source: DesktopSource,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
+        let mut policy = config.policy();
+        if desktop_source.is_single_display() {
+            // An existing display is one desktop, like the Windows console: one session shows it.
+            policy.max_sessions = Some(1);
+        }
         Arc::new(Self {
-            sessions: Mutex::new(SessionTable::new(config.policy())),
-            throttle: Mutex::new(AuthThrottle::new(ThrottleConfig::default())),
-            desktops: Mutex::new(HashMap::new()),
-            terminals: Mutex::new(HashMap::new()),
+            state: Mutex::new(HostState {
+                table: SessionTable::with_permissions(policy, config.permissions()),
+                throttle: AuthThrottle::new(ThrottleConfig::default()),
+                desktops: HashMap::new(),
+                terminals: HashMap::new(),
+            }),
             next_terminal: AtomicU64::new(1),
             authenticator,
             accept,
             desktop_source,
+            shadow_policy: config.shadow.policy(),
+            control_socket: config.control_socket.clone(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
             runtime,
         })
+    }
+
+    pub(super) fn desktop_kind(&self) -> &'static str {
+        self.desktop_source.kind_name()
+    }
+
+    /// The state, locked. Never held across an await.
+    pub(super) fn lock(&self) -> MutexGuard<'_, HostState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the state, then publish the session events it caused.
+    pub(super) fn with_state<R>(&self, f: impl FnOnce(&mut HostState) -> R) -> R {
+        let mut state = self.lock();
+        let result = f(&mut state);
+        let events = state.table.drain_events();
+        drop(state);
+        self.publish(events);
+        result
+    }
+
+    fn publish(&self, events: Vec<SessionEvent>) {
+        let time = rfc3339(SystemTime::now());
+        for event in events {
+            debug!(?event, "session event");
+            let record = |name: &str| EventRecord {
+                event: name.into(),
+                session: event.session(),
+                user: None,
+                from: None,
+                to: None,
+                missed: None,
+                time: time.clone(),
+            };
+            let record = match &event {
+                SessionEvent::Create { .. } => record("create"),
+                SessionEvent::Delete { .. } => record("delete"),
+                SessionEvent::Connect { .. } => record("connect"),
+                SessionEvent::Disconnect { .. } => record("disconnect"),
+                SessionEvent::Logon { user, .. } => EventRecord { user: Some(user.clone()), ..record("logon") },
+                SessionEvent::Logoff { user, .. } => EventRecord { user: Some(user.clone()), ..record("logoff") },
+                SessionEvent::StateChange { from, to, .. } => EventRecord {
+                    from: Some(from.wts_name().into()),
+                    to: Some(to.wts_name().into()),
+                    ..record("state-change")
+                },
+                SessionEvent::RemoteControl { .. } => record("remote-control"),
+            };
+            // Nobody listening is fine.
+            let _ = self.events.send(record);
+        }
     }
 
     /// One client, from its first byte to its last.
     pub async fn run_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         // Hold every answer to an address that recently failed to log on, whatever the protocol.
-        let delay = self.throttle.lock().unwrap().delay(peer.ip(), Instant::now());
+        let delay = self.lock().throttle.delay(peer.ip(), Instant::now());
         if !delay.is_zero() {
             info!(%peer, ?delay, "holding the answer after earlier failures from this address");
             tokio::time::sleep(delay).await;
@@ -65,23 +170,39 @@ impl Host {
         if accept.security == rdhost_rdp::Security::Negotiate && !self.authenticator.nla_ready() {
             accept.security = rdhost_rdp::Security::Tls;
         }
-        let Accepted { identity, mut terminal } = match rdhost_rdp::accept(stream, peer, &accept, &*self).await {
+        let Accepted { identity, terminal } = match rdhost_rdp::accept(stream, peer, &accept, &*self).await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Password failures are counted where the password is checked; NLA ones here.
                 if let rdhost_rdp::AcceptError::AuthenticationFailed { via_nla: true, .. } = e {
-                    self.throttle.lock().unwrap().record_failure(peer.ip(), Instant::now());
+                    self.lock().throttle.record_failure(peer.ip(), Instant::now());
                 }
                 warn!(%peer, "connection dropped: {e}");
                 return;
             }
         };
         let terminal_id = TerminalId(self.next_terminal.fetch_add(1, Ordering::Relaxed));
-        let logon = self.sessions.lock().unwrap().logon(&identity.user, terminal_id, terminal.requested_session(), SystemTime::now());
-        self.log_events();
-        let logon = match logon {
-            Ok(logon) => logon,
+        let (commands, command_rx) = mpsc::channel(8);
+        let slot = TerminalSlot {
+            commands,
+            client: terminal.client().clone(),
+            stats: terminal.stats(),
+            profile: terminal.feed_profile(),
+            gate: None,
+        };
+        let decided = self.with_state(|state| {
+            state.terminals.insert(terminal_id, slot);
+            let logon = state.table.logon(&identity.user, terminal_id, terminal.client().pcb_id, SystemTime::now())?;
+            if logon.kind == LogonKind::New {
+                state.desktops.insert(logon.session, DesktopSlot { ready: watch::Sender::new(None), terminate_when_ready: false });
+            }
+            let effects = state.table.logon_effects(&logon, terminal_id);
+            Ok::<_, LogonError>((logon, effects))
+        });
+        let (logon, effects) = match decided {
+            Ok(decided) => decided,
             Err(e) => {
+                self.lock().terminals.remove(&terminal_id);
                 warn!(%peer, user = identity.user, "logon refused: {e}");
                 let code = match e {
                     LogonError::NotYourSession(_) => error_info::SERVER_INSUFFICIENT_PRIVILEGES,
@@ -91,96 +212,186 @@ impl Host {
                 return;
             }
         };
-        let (commands, command_rx) = mpsc::channel(8);
-        self.terminals.lock().unwrap().insert(terminal_id, commands);
-        if let Some(displaced) = logon.displaced {
-            self.command(displaced, TerminalCommand::Disconnect { error_info: error_info::DISCONNECTED_BY_OTHER_CONNECTION });
+        // This terminal's own show is the one it starts with, not a command.
+        self.apply(effects.into_iter().filter(|e| !matches!(e, Effect::Show { terminal, .. } if *terminal == terminal_id)).collect());
+        if logon.kind == LogonKind::New {
+            let host = Arc::clone(&self);
+            let (size, layout, run_as) = (terminal.client().size, terminal.client().keyboard_layout, identity.run_as.clone());
+            let session = logon.session;
+            self.runtime.spawn(async move { host.start_desktop(session, run_as, size, layout).await });
         }
-
-        let desktop = match logon.kind {
-            LogonKind::Reconnect => self.desktops.lock().unwrap().get(&logon.session).cloned(),
-            LogonKind::New => self.start_desktop(logon.session, &identity, &terminal).await,
-        };
-        let Some(desktop) = desktop else {
-            self.terminals.lock().unwrap().remove(&terminal_id);
-            terminal.refuse(error_info::SERVER_DENIED_CONNECTION).await;
-            return;
-        };
         info!(%peer, user = identity.user, session = logon.session, kind = ?logon.kind, "terminal {} shows session {}", terminal_id.0, logon.session);
 
-        let end = match terminal.announce_logon(logon.session).await {
-            Ok(()) => terminal.run(desktop, command_rx).await,
-            Err(end) => end,
+        let end = match self.showing(terminal_id, logon.session, Role::Primary).await {
+            Some(showing) => terminal.run(showing, command_rx).await,
+            None => {
+                terminal.refuse(error_info::SERVER_DENIED_CONNECTION).await;
+                TerminalEnd::Disconnected { error_info: error_info::SERVER_DENIED_CONNECTION }
+            }
         };
-        self.terminals.lock().unwrap().remove(&terminal_id);
-        let session = self.sessions.lock().unwrap().terminal_closed(terminal_id, SystemTime::now());
-        self.log_events();
+        let effects = self.with_state(|state| {
+            state.terminals.remove(&terminal_id);
+            state.table.terminal_gone(terminal_id, SystemTime::now())
+        });
+        self.apply(effects);
         match &end {
-            TerminalEnd::ConnectionLost(why) => info!(%peer, session, "terminal {} lost: {why}", terminal_id.0),
-            other => info!(%peer, session, "terminal {} ended: {other:?}", terminal_id.0),
+            TerminalEnd::ConnectionLost(why) => info!(%peer, "terminal {} lost: {why}", terminal_id.0),
+            other => info!(%peer, "terminal {} ended: {other:?}", terminal_id.0),
         }
-        // The terminal (and its encoder) is gone by now.
+        // The terminal (and its feed) is gone by now.
         return_freed_memory();
     }
 
-    /// Start the desktop of a new session and watch it for its end.
-    async fn start_desktop(self: &Arc<Self>, session: SessionId, identity: &Identity, terminal: &Terminal) -> Option<Arc<dyn Desktop>> {
-        let (size, layout, run_as) = (terminal.size(), terminal.keyboard_layout(), identity.run_as.clone());
-        let host = Arc::clone(self);
-        let started = self.runtime.spawn(async move { host.desktop_source.start(session, run_as.as_ref(), size, layout).await }).await;
-        let desktop: Arc<dyn Desktop> = match started {
-            Ok(Ok(desktop)) => desktop,
-            Ok(Err(e)) => {
-                warn!(session, user = identity.user, "cannot start the session's desktop: {e:#}");
-                self.sessions.lock().unwrap().desktop_failed(session);
-                self.log_events();
-                return None;
-            }
+    /// Start the desktop of a new session, publish it to whoever waits, and watch it for its end.
+    async fn start_desktop(
+        self: Arc<Self>,
+        session: SessionId,
+        run_as: Option<crate::auth::SystemUser>,
+        size: rdhost_desktop::Size,
+        layout: rdhost_desktop::KeyboardLayout,
+    ) {
+        let started = self.desktop_source.start(session, run_as.as_ref(), size, layout, &self.control_socket).await;
+        let desktop = match started {
+            Ok(desktop) => desktop,
             Err(e) => {
-                warn!(session, "desktop start panicked: {e}");
-                self.sessions.lock().unwrap().desktop_failed(session);
-                return None;
+                warn!(session, "cannot start the session's desktop: {e:#}");
+                let effects = self.with_state(|state| {
+                    state.desktops.remove(&session);
+                    state.table.desktop_failed_effects(session)
+                });
+                self.apply(effects);
+                return;
             }
         };
-        self.desktops.lock().unwrap().insert(session, Arc::clone(&desktop));
-        if let Err(e) = self.sessions.lock().unwrap().desktop_ready(session, SystemTime::now()) {
-            warn!(session, "session table disagrees after desktop start: {e}");
+        let live = Arc::new(SessionDesktop {
+            stage: Stage::new(Arc::clone(desktop.canvas())),
+            board: MessageBoard::new(Arc::clone(desktop.canvas())),
+            desktop: Arc::clone(&desktop),
+        });
+        self.runtime.spawn(live.board.follow_resizes());
+        let terminate = self.with_state(|state| {
+            if let Err(e) = state.table.desktop_ready(session, SystemTime::now()) {
+                warn!(session, "session table disagrees after desktop start: {e}");
+            }
+            let slot = state.desktops.get_mut(&session)?;
+            slot.ready.send_replace(Some(Arc::clone(&live)));
+            Some(slot.terminate_when_ready)
+        });
+        match terminate {
+            None => desktop.terminate(), // the session went while its desktop started
+            Some(true) => desktop.terminate(),
+            Some(false) => {}
         }
-        self.log_events();
-        let host = Arc::clone(self);
-        let watched = Arc::clone(&desktop);
-        self.runtime.spawn(async move { host.watch_desktop(session, watched).await });
-        Some(desktop)
+        self.watch_desktop(session, desktop).await;
     }
 
-    /// When a desktop ends, its session ends, and the terminal showing it is told why.
+    /// When a desktop ends, its session ends, and the terminals showing it are told why.
     async fn watch_desktop(self: Arc<Self>, session: SessionId, desktop: Arc<dyn Desktop>) {
         let mut ended = desktop.ended();
-        let reason = loop {
-            if let Some(reason) = ended.borrow_and_update().clone() {
-                break reason;
-            }
-            if ended.changed().await.is_err() {
-                break DesktopEnd::Failed("desktop vanished".into());
-            }
+        let reason = match ended.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().expect("waited for Some"),
+            Err(_) => DesktopEnd::Failed("desktop vanished".into()),
         };
-        self.desktops.lock().unwrap().remove(&session);
         self.desktop_source.session_ended(session);
-        let ended = self.sessions.lock().unwrap().end(session, SystemTime::now());
-        self.log_events();
-        let code = match &reason {
-            DesktopEnd::UserLoggedOff => error_info::LOGOFF_BY_USER,
-            DesktopEnd::Terminated => error_info::RPC_INITIATED_LOGOFF,
-            DesktopEnd::Failed(_) => error_info::SERVER_DWM_CRASH,
+        let natural = match &reason {
+            DesktopEnd::UserLoggedOff => CloseReason::LoggedOffBySelf,
+            DesktopEnd::Terminated => CloseReason::LoggedOffByOther,
+            DesktopEnd::Failed(_) => CloseReason::DisplayFailed,
         };
         info!(session, ?reason, "session ended");
-        if let Some(terminal) = ended.and_then(|e| e.terminal) {
-            self.command(terminal, TerminalCommand::Disconnect { error_info: code });
+        let effects = self.with_state(|state| {
+            state.desktops.remove(&session);
+            state.table.end_effects(session, natural, SystemTime::now())
+        });
+        self.apply(effects);
+    }
+
+    /// The running desktop of `session`, waiting while it starts; `None` if it never will.
+    pub(super) async fn desktop_of(&self, session: SessionId) -> Option<Arc<SessionDesktop>> {
+        let mut ready = self.lock().desktops.get(&session)?.ready.subscribe();
+        let desktop = ready.wait_for(Option::is_some).await.ok()?.clone();
+        desktop
+    }
+
+    /// What `terminal` needs to show `session` in `role`, once that desktop runs. `None` when
+    /// the session went away, or the model moved the terminal elsewhere meanwhile.
+    async fn showing(self: &Arc<Self>, terminal: TerminalId, session: SessionId, role: Role) -> Option<Showing> {
+        let live = self.desktop_of(session).await?;
+        let mut state = self.lock();
+        if state.table.shows(terminal) != Some((session, role)) {
+            return None;
+        }
+        // A shadowing terminal still belongs to its own session: the client keeps that id.
+        let session_id = match role {
+            Role::Primary => session,
+            Role::Viewer(_) => state.table.session_of(terminal).unwrap_or(session),
+        };
+        let host = Arc::downgrade(self);
+        let on_hotkey = Box::new(move || {
+            if let Some(host) = host.upgrade() {
+                let effects = host.with_state(|state| state.table.stop_shadow_of_terminal(terminal, SystemTime::now()));
+                host.apply(effects);
+            }
+        });
+        let gate = Gate::new(Arc::clone(&live.desktop), Arc::clone(&live.board), role, on_hotkey);
+        let slot = state.terminals.get_mut(&terminal)?;
+        slot.gate = Some(Arc::clone(&gate));
+        let feed = live.stage.feed(slot.profile);
+        Some(Showing { session_id, feed, cursor: live.desktop.cursor(), input: gate })
+    }
+
+    /// Carry out the model's decisions.
+    pub(super) fn apply(self: &Arc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            debug!(?effect, "carrying out");
+            match effect {
+                Effect::Show { terminal, session, role } => {
+                    let host = Arc::clone(self);
+                    self.runtime.spawn(async move {
+                        let Some(showing) = host.showing(terminal, session, role).await else { return };
+                        let sender = host.lock().terminals.get(&terminal).map(|t| t.commands.clone());
+                        if let Some(sender) = sender {
+                            // A terminal that is gone or stuck ends on its own.
+                            let _ = tokio::time::timeout(Duration::from_secs(5), sender.send(TerminalCommand::Show(showing))).await;
+                        }
+                    });
+                }
+                Effect::SetLevel { terminal, level } => {
+                    if let Some(gate) = self.lock().terminals.get(&terminal).and_then(|t| t.gate.clone()) {
+                        gate.set_role(Role::Viewer(level));
+                    }
+                }
+                Effect::Close { terminal, reason } => self.command(terminal, TerminalCommand::Disconnect { error_info: reason.error_info() }),
+                Effect::Terminate { session } => {
+                    let desktop = {
+                        let mut state = self.lock();
+                        match state.desktops.get_mut(&session) {
+                            Some(slot) => {
+                                let live = slot.ready.borrow().clone();
+                                if live.is_none() {
+                                    slot.terminate_when_ready = true;
+                                }
+                                live
+                            }
+                            None => None,
+                        }
+                    };
+                    if let Some(live) = desktop {
+                        live.desktop.terminate();
+                    }
+                }
+                Effect::Follow { session: _, terminal: Some(terminal) } => {
+                    if let Some(gate) = self.lock().terminals.get(&terminal).and_then(|t| t.gate.clone()) {
+                        gate.lead();
+                    }
+                }
+                Effect::Follow { terminal: None, .. } => {}
+            }
         }
     }
 
     fn command(&self, terminal: TerminalId, command: TerminalCommand) {
-        let sender = self.terminals.lock().unwrap().get(&terminal).cloned();
+        let sender = self.lock().terminals.get(&terminal).map(|t| t.commands.clone());
         if let Some(sender) = sender {
             // A terminal that is not taking commands is about to end on its own.
             if sender.try_send(command).is_err() {
@@ -189,28 +400,24 @@ impl Host {
         }
     }
 
-    fn log_events(&self) {
-        for event in self.sessions.lock().unwrap().drain_events() {
-            match event {
-                SessionEvent::StateChange { id, from, to } => debug!(session = id, %from, %to, "session state"),
-                other => debug!(?other, "session event"),
-            }
-        }
-    }
-
     /// Tell every client the host is going away and end every session.
     pub async fn shutdown(&self) {
-        let terminals: Vec<_> = self.terminals.lock().unwrap().values().cloned().collect();
+        let (terminals, desktops): (Vec<_>, Vec<_>) = {
+            let state = self.lock();
+            (
+                state.terminals.values().map(|t| t.commands.clone()).collect(),
+                state.desktops.values().filter_map(|d| d.ready.borrow().clone()).collect(),
+            )
+        };
         for sender in terminals {
             let _ = sender.try_send(TerminalCommand::Disconnect { error_info: error_info::SERVER_SHUTDOWN });
         }
-        let desktops: Vec<_> = self.desktops.lock().unwrap().values().cloned().collect();
-        for desktop in &desktops {
-            desktop.terminate();
+        for live in &desktops {
+            live.desktop.terminate();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for desktop in desktops {
-            let mut ended = desktop.ended();
+        for live in desktops {
+            let mut ended = live.desktop.ended();
             while ended.borrow_and_update().is_none() && Instant::now() < deadline {
                 let _ = tokio::time::timeout(Duration::from_millis(200), ended.changed()).await;
             }
@@ -220,10 +427,10 @@ impl Host {
     }
 }
 
-/// A connection's encoder buffers (several frames of a full screen) are freed when it ends, but
-/// glibc keeps freed memory in its heaps: measured with x11 sessions at 1280x800, the host's RSS
-/// grew ~20 MB per disconnected session of which ~15 MB came back with `malloc_trim`. Trimming
-/// once per ended connection costs a few milliseconds.
+/// A connection's buffers (several frames of a full screen) are freed when it ends, but glibc
+/// keeps freed memory in its heaps: measured with x11 sessions at 1280x800, the host's RSS grew
+/// ~20 MB per disconnected session of which ~15 MB came back with `malloc_trim`. Trimming once
+/// per ended connection costs a few milliseconds.
 fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
@@ -239,34 +446,42 @@ impl Authenticate for Host {
         self.authenticator.nt_hash(user)
     }
 
-    async fn identity_after_nla(&self, user: &str, peer: SocketAddr) -> Result<Identity, AuthFailure> {
+    async fn identity_after_nla(&self, client: &ClientDetails) -> Result<Identity, AuthFailure> {
         let authenticator = Arc::clone(&self.authenticator);
-        let u = user.to_owned();
+        let u = client.user.clone();
         let result = tokio::task::spawn_blocking(move || authenticator.identity_after_nla(&u))
             .await
             .unwrap_or_else(|e| Err(AuthError::Backend(format!("authenticator panicked: {e}"))));
         result.map_err(|e| {
-            warn!(%peer, user, "NLA logon refused: {e}");
+            warn!(peer = %client.peer, user = client.user, "NLA logon refused: {e}");
             AuthFailure(e.to_string())
         })
     }
 
-    async fn authenticate(&self, user: &str, domain: Option<&str>, password: &str, peer: SocketAddr) -> Result<Identity, AuthFailure> {
-        let authenticator = Arc::clone(&self.authenticator);
-        let (u, d, p) = (user.to_owned(), domain.map(str::to_owned), password.to_owned());
-        let result = tokio::task::spawn_blocking(move || authenticator.authenticate(&u, d.as_deref(), &p))
-            .await
-            .unwrap_or_else(|e| Err(AuthError::Backend(format!("authenticator panicked: {e}"))));
+    async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<Identity, AuthFailure> {
+        let peer = client.peer;
+        let result = self.check_password(&client.user, client.domain.as_deref(), password).await;
         match result {
             Ok(identity) => {
-                self.throttle.lock().unwrap().record_success(peer.ip());
+                self.lock().throttle.record_success(peer.ip());
                 Ok(identity)
             }
             Err(e) => {
-                self.throttle.lock().unwrap().record_failure(peer.ip(), Instant::now());
-                warn!(%peer, user, "authentication failed: {e}");
+                self.lock().throttle.record_failure(peer.ip(), Instant::now());
+                warn!(%peer, user = client.user, "authentication failed: {e}");
                 Err(AuthFailure(e.to_string()))
             }
         }
+    }
+}
+
+impl Host {
+    /// Check a password off the async threads (PAM and argon2 take their time).
+    pub(super) async fn check_password(&self, user: &str, domain: Option<&str>, password: &str) -> Result<Identity, AuthError> {
+        let authenticator = Arc::clone(&self.authenticator);
+        let (u, d, p) = (user.to_owned(), domain.map(str::to_owned), password.to_owned());
+        tokio::task::spawn_blocking(move || authenticator.authenticate(&u, d.as_deref(), &p))
+            .await
+            .unwrap_or_else(|e| Err(AuthError::Backend(format!("authenticator panicked: {e}"))))
     }
 }

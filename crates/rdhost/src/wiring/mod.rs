@@ -2,7 +2,9 @@
 //! together. Rules live in `rdhost_model`; this module only carries facts to the model and its
 //! decisions to the terminals and desktops.
 
+mod control;
 mod desktops;
+mod gate;
 mod host;
 
 use std::net::SocketAddr;
@@ -62,6 +64,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
 
     let host = Host::new(&config, authenticator, accept, desktop_source, tokio::runtime::Handle::current());
+    let control = crate::control::server::bind(&config.control_socket).await?;
+    let _socket_file = crate::control::server::SocketFile(config.control_socket.clone());
+    println!("control socket: {}", config.control_socket.display());
+    tokio::spawn(crate::control::server::serve(control, Arc::clone(&host)));
     // IronRDP's acceptor futures are not Send: each connection lives on one pool thread.
     let pool = LocalPoolHandle::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
 
@@ -70,6 +76,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Small input and pointer PDUs must not wait for Nagle.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        warn!(%peer, error = %e, "cannot set TCP_NODELAY");
+                    }
                     let host = Arc::clone(&host);
                     pool.spawn_pinned(move || async move { host.run_connection(stream, peer).await });
                 }

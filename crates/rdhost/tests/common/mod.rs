@@ -38,11 +38,16 @@ impl Host {
         }
         let config_path = state.path().join("rdhost.toml");
         std::fs::write(&config_path, config).unwrap();
+        // Each host its own control socket: tests run side by side. The state directory is
+        // private (0700), so the socket lives beside it, where other users may reach it.
+        let socket = control_socket_for(state.path());
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state.path())
             .arg("--config")
             .arg(&config_path)
+            .arg("--control-socket")
+            .arg(&socket)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -77,6 +82,64 @@ impl Host {
             }
         };
         Host { child, addr, state, log }
+    }
+
+    /// The host's control socket.
+    pub fn socket(&self) -> PathBuf {
+        control_socket_for(self.state.path())
+    }
+
+    /// Run `rdhost ARGS --socket <this host's>` and return (exit code, stdout, stderr).
+    pub fn control(&self, args: &[&str]) -> (i32, String, String) {
+        self.control_as(None, args, None)
+    }
+
+    /// Like [`control`](Self::control), as system user `user` (via runuser) and with `stdin`.
+    pub fn control_as(&self, user: Option<&str>, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut cmd = match user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        cmd.args(args).arg("--socket").arg(self.socket()).env_remove("RDHOST_CONTROL_SOCKET");
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run the rdhost CLI");
+        if let Some(text) = stdin {
+            writeln!(child.stdin.take().unwrap(), "{text}").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `rdhost query session --json`, parsed.
+    pub fn sessions(&self) -> Vec<serde_json::Value> {
+        let (code, out, err) = self.control(&["query", "session", "--json"]);
+        assert_eq!(code, 0, "query session failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("query session --json printed no JSON ({e}): {out}"))
+    }
+
+    /// The state of session `id` as `query session` reports it (None: no such session).
+    pub fn state_of(&self, id: u32) -> Option<String> {
+        self.sessions().into_iter().find(|s| s["id"] == id).map(|s| s["state"].as_str().unwrap().to_owned())
+    }
+
+    /// Wait until session `id` is in `state` (None: gone).
+    pub fn wait_state(&self, id: u32, state: Option<&str>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.state_of(id).as_deref() == state {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn log(&self) -> String {
@@ -140,6 +203,12 @@ impl Drop for Host {
             self.terminate();
         }
     }
+}
+
+/// Where a host with state directory `state` keeps its control socket in tests.
+pub fn control_socket_for(state: &Path) -> PathBuf {
+    let name = state.file_name().unwrap().to_string_lossy().into_owned();
+    std::env::temp_dir().join(format!("rdhost-test-sockets/{name}/control.sock"))
 }
 
 pub fn add_user(state: &Path, name: &str, password: &str, nt_hash: bool) {

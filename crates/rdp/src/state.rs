@@ -1,0 +1,315 @@
+//! The active phase's decisions without I/O: one PDU from the client in, what to do out.
+//!
+//! The terminal's async loop reads PDUs and carries out the actions; everything a PDU means is
+//! decided here, so it can be tested with hand-built PDUs and no sockets.
+
+use ironrdp_core::decode;
+use ironrdp_pdu::Action;
+use ironrdp_pdu::input::fast_path::FastPathInput;
+use ironrdp_pdu::mcs::{DisconnectProviderUltimatum, McsMessage};
+use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
+use ironrdp_pdu::x224::X224;
+use ironrdp_svc::{StaticChannelSet, server_encode_svc_messages};
+use rdhost_desktop::{InputEvent, Rect};
+use tracing::debug;
+
+use crate::input;
+use crate::pdus::{self, Channels};
+
+/// What the terminal does about a client's PDU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ActiveAction {
+    /// Hand this event to the input sink.
+    Input(InputEvent),
+    /// Send these bytes to the client (a shutdown refusal, a virtual channel's reply).
+    Write(Vec<u8>),
+    /// Suppress Output: the client hid its window (`true`) or shows it again (`false`).
+    Suppress(bool),
+    /// Refresh Rect: the client wants this part of its screen again.
+    Refresh(Rect),
+    /// Disconnect Provider Ultimatum: the client is leaving.
+    Leave,
+}
+
+/// A PDU the terminal cannot make sense of; the connection cannot go on after it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed PDU from client: {0}")]
+pub(crate) struct Malformed(pub String);
+
+fn malformed(what: impl std::fmt::Display) -> Malformed {
+    Malformed(what.to_string())
+}
+
+/// A connection's active-phase state: its channel ids, its virtual channels, and where the
+/// client's pointer last was.
+pub(crate) struct ActiveState {
+    channels: Channels,
+    static_channels: StaticChannelSet,
+    /// A wheel event's own position is not to be trusted (FreeRDP sends 0, 0): wheel events
+    /// take the position of the last pointer event instead.
+    pointer_at: (u16, u16),
+}
+
+impl ActiveState {
+    pub fn new(channels: Channels, static_channels: StaticChannelSet) -> Self {
+        Self { channels, static_channels, pointer_at: (0, 0) }
+    }
+
+    pub fn channels(&self) -> Channels {
+        self.channels
+    }
+
+    /// The virtual channels, handed to a deactivation-reactivation (the acceptor owns them
+    /// until it finishes, then [`ActiveState::reactivated`] takes them back).
+    pub fn take_static_channels(&mut self) -> StaticChannelSet {
+        std::mem::take(&mut self.static_channels)
+    }
+
+    pub fn reactivated(&mut self, channels: Channels, static_channels: StaticChannelSet) {
+        self.channels = channels;
+        self.static_channels = static_channels;
+    }
+
+    /// What the virtual channels say first (the dynamic-channel server offers its capabilities
+    /// and opens display control). Once per connection, not again after a reactivation.
+    pub fn start_channels(&mut self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for (_, channel, channel_id) in self.static_channels.iter_mut() {
+            let Some(channel_id) = channel_id else { continue };
+            let messages = channel.start().map_err(|e| format!("virtual channel start: {e}"))?;
+            let bytes = server_encode_svc_messages(messages, channel_id, self.channels.user)
+                .map_err(|e| format!("virtual channel start: {e}"))?;
+            out.extend(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Decide what one PDU from the client means.
+    pub fn process(&mut self, frame: &[u8]) -> Result<Vec<ActiveAction>, Malformed> {
+        let first = *frame.first().ok_or_else(|| malformed("empty PDU"))?;
+        let action = Action::from_fp_output_header(first).map_err(|_| malformed("unknown PDU header"))?;
+        let mut events = Vec::new();
+        let mut actions = Vec::new();
+        match action {
+            Action::FastPath => {
+                let input: FastPathInput = decode(frame).map_err(|e| malformed(format_args!("fast-path input: {e}")))?;
+                for event in input.input_events() {
+                    input::from_fastpath(event, &mut events);
+                }
+            }
+            Action::X224 => {
+                let message: X224<McsMessage<'_>> = decode(frame).map_err(|e| malformed(format_args!("MCS: {e}")))?;
+                match message.0 {
+                    McsMessage::SendDataRequest(data) if data.channel_id == self.channels.io => {
+                        let control: ShareControlHeader =
+                            decode(data.user_data.as_ref()).map_err(|e| malformed(format_args!("share control: {e}")))?;
+                        let ShareControlPdu::Data(header) = control.share_control_pdu else {
+                            debug!("ignoring share control PDU");
+                            return Ok(actions);
+                        };
+                        match header.share_data_pdu {
+                            ShareDataPdu::Input(pdu) => {
+                                for event in &pdu.0 {
+                                    input::from_slow_path(event, &mut events);
+                                }
+                            }
+                            // The client asks to log off; Windows answers "denied" and the client
+                            // then disconnects, leaving the session running.
+                            ShareDataPdu::ShutdownRequest => actions.push(ActiveAction::Write(pdus::shutdown_denied(self.channels))),
+                            ShareDataPdu::SuppressOutput(pdu) => actions.push(ActiveAction::Suppress(pdu.desktop_rect.is_none())),
+                            ShareDataPdu::RefreshRectangle(pdu) => {
+                                // Inclusive bounds on the wire.
+                                let rect = pdu.areas_to_refresh.iter().fold(Rect::new(0, 0, 0, 0), |acc, r| {
+                                    acc.union(Rect::new(
+                                        r.left,
+                                        r.top,
+                                        r.right.saturating_sub(r.left).saturating_add(1),
+                                        r.bottom.saturating_sub(r.top).saturating_add(1),
+                                    ))
+                                });
+                                actions.push(ActiveAction::Refresh(rect));
+                            }
+                            other => debug!(pdu = ?std::mem::discriminant(&other), "ignoring share data PDU"),
+                        }
+                    }
+                    McsMessage::SendDataRequest(data) => {
+                        let channel_id = data.channel_id;
+                        let Some(svc) = self.static_channels.get_by_channel_id_mut(channel_id) else {
+                            debug!(channel_id, "data on an unknown channel");
+                            return Ok(actions);
+                        };
+                        let responses =
+                            svc.process(&data.user_data).map_err(|e| malformed(format_args!("virtual channel {channel_id}: {e}")))?;
+                        let bytes = server_encode_svc_messages(responses, channel_id, self.channels.user)
+                            .map_err(|e| malformed(format_args!("virtual channel reply: {e}")))?;
+                        if !bytes.is_empty() {
+                            actions.push(ActiveAction::Write(bytes));
+                        }
+                    }
+                    McsMessage::DisconnectProviderUltimatum(DisconnectProviderUltimatum { .. }) => actions.push(ActiveAction::Leave),
+                    _ => debug!("ignoring MCS message"),
+                }
+            }
+        }
+        for mut event in events {
+            match &mut event {
+                InputEvent::PointerMove { x, y } | InputEvent::Button { x, y, .. } => self.pointer_at = (*x, *y),
+                InputEvent::Wheel { x, y, .. } => (*x, *y) = self.pointer_at,
+                _ => {}
+            }
+            actions.push(ActiveAction::Input(event));
+        }
+        Ok(actions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_core::encode_vec;
+    use ironrdp_pdu::geometry::InclusiveRectangle;
+    use ironrdp_pdu::input::fast_path::{FastPathInputEvent, KeyboardFlags};
+    use ironrdp_pdu::input::mouse::PointerFlags;
+    use ironrdp_pdu::input::scan_code::{KeyboardFlags as SlowKeyboardFlags, ScanCodePdu};
+    use ironrdp_pdu::input::{InputEvent as SlowInputEvent, InputEventPdu, MousePdu};
+    use ironrdp_pdu::mcs::{DisconnectReason, SendDataRequest};
+    use ironrdp_pdu::rdp::client_info::CompressionType;
+    use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, StreamPriority};
+    use ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu;
+    use ironrdp_pdu::rdp::suppress_output::SuppressOutputPdu;
+    use rdhost_desktop::{MouseButton, Scancode, WheelAxis};
+
+    const CHANNELS: Channels = Channels { io: 1003, user: 1007 };
+
+    fn state() -> ActiveState {
+        ActiveState::new(CHANNELS, StaticChannelSet::new())
+    }
+
+    fn fast_path(events: Vec<FastPathInputEvent>) -> Vec<u8> {
+        encode_vec(&FastPathInput::new(events).unwrap()).unwrap()
+    }
+
+    fn mouse(flags: PointerFlags, units: i16, x: u16, y: u16) -> FastPathInputEvent {
+        FastPathInputEvent::MouseEvent(MousePdu { flags, number_of_wheel_rotation_units: units, x_position: x, y_position: y })
+    }
+
+    /// A slow-path Share Data PDU from the client on `channel_id`.
+    fn slow_path(channel_id: u16, pdu: ShareDataPdu) -> Vec<u8> {
+        let control = ShareControlHeader {
+            share_id: 0x1_03EA,
+            pdu_source: CHANNELS.user,
+            share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+                share_data_pdu: pdu,
+                stream_priority: StreamPriority::Medium,
+                compression_flags: CompressionFlags::empty(),
+                compression_type: CompressionType::K8,
+            }),
+        };
+        let user_data = encode_vec(&control).unwrap();
+        encode_vec(&X224(SendDataRequest { initiator_id: CHANNELS.user, channel_id, user_data: user_data.into() })).unwrap()
+    }
+
+    fn key(code: u8, extended: bool, pressed: bool) -> ActiveAction {
+        ActiveAction::Input(InputEvent::Key { scancode: Scancode::new(code, extended), pressed })
+    }
+
+    #[test]
+    fn fast_path_keys_become_input() {
+        let frame = fast_path(vec![
+            FastPathInputEvent::KeyboardEvent(KeyboardFlags::empty(), 0x1E),
+            FastPathInputEvent::KeyboardEvent(KeyboardFlags::RELEASE, 0x1E),
+            FastPathInputEvent::KeyboardEvent(KeyboardFlags::EXTENDED, 0x48),
+        ]);
+        assert_eq!(state().process(&frame).unwrap(), vec![key(0x1E, false, true), key(0x1E, false, false), key(0x48, true, true)]);
+    }
+
+    #[test]
+    fn fast_path_mouse_and_wheel_take_the_last_pointer_position() {
+        let mut state = state();
+        // FreeRDP sends wheel events at 0, 0: they happen where the pointer is.
+        let frame = fast_path(vec![
+            mouse(PointerFlags::MOVE, 0, 100, 200),
+            mouse(PointerFlags::DOWN | PointerFlags::LEFT_BUTTON, 0, 110, 210),
+            mouse(PointerFlags::VERTICAL_WHEEL, 120, 0, 0),
+        ]);
+        assert_eq!(
+            state.process(&frame).unwrap(),
+            vec![
+                ActiveAction::Input(InputEvent::PointerMove { x: 100, y: 200 }),
+                ActiveAction::Input(InputEvent::Button { button: MouseButton::Left, pressed: true, x: 110, y: 210 }),
+                ActiveAction::Input(InputEvent::Wheel { axis: WheelAxis::Vertical, delta: 120, x: 110, y: 210 }),
+            ]
+        );
+        // The position is remembered across PDUs.
+        let frame = fast_path(vec![mouse(PointerFlags::HORIZONTAL_WHEEL, 120, 0, 0)]);
+        assert_eq!(
+            state.process(&frame).unwrap(),
+            vec![ActiveAction::Input(InputEvent::Wheel { axis: WheelAxis::Horizontal, delta: 120, x: 110, y: 210 })]
+        );
+    }
+
+    #[test]
+    fn slow_path_input_becomes_input() {
+        let pdu = ShareDataPdu::Input(InputEventPdu(vec![
+            SlowInputEvent::ScanCode(ScanCodePdu { flags: SlowKeyboardFlags::empty(), key_code: 0x10 }),
+            SlowInputEvent::Mouse(MousePdu { flags: PointerFlags::MOVE, number_of_wheel_rotation_units: 0, x_position: 5, y_position: 6 }),
+        ]));
+        assert_eq!(
+            state().process(&slow_path(CHANNELS.io, pdu)).unwrap(),
+            vec![key(0x10, false, true), ActiveAction::Input(InputEvent::PointerMove { x: 5, y: 6 })]
+        );
+    }
+
+    #[test]
+    fn suppress_output_pauses_and_resumes() {
+        let hide = slow_path(CHANNELS.io, ShareDataPdu::SuppressOutput(SuppressOutputPdu { desktop_rect: None }));
+        assert_eq!(state().process(&hide).unwrap(), vec![ActiveAction::Suppress(true)]);
+        let show = slow_path(
+            CHANNELS.io,
+            ShareDataPdu::SuppressOutput(SuppressOutputPdu {
+                desktop_rect: Some(InclusiveRectangle { left: 0, top: 0, right: 639, bottom: 479 }),
+            }),
+        );
+        assert_eq!(state().process(&show).unwrap(), vec![ActiveAction::Suppress(false)]);
+    }
+
+    #[test]
+    fn refresh_rect_asks_for_the_union_of_its_areas() {
+        let pdu = ShareDataPdu::RefreshRectangle(RefreshRectanglePdu {
+            areas_to_refresh: vec![
+                InclusiveRectangle { left: 10, top: 20, right: 19, bottom: 29 },
+                InclusiveRectangle { left: 100, top: 5, right: 109, bottom: 9 },
+            ],
+        });
+        assert_eq!(state().process(&slow_path(CHANNELS.io, pdu)).unwrap(), vec![ActiveAction::Refresh(Rect::new(10, 5, 100, 25))]);
+    }
+
+    #[test]
+    fn shutdown_request_is_denied() {
+        let actions = state().process(&slow_path(CHANNELS.io, ShareDataPdu::ShutdownRequest)).unwrap();
+        assert_eq!(actions, vec![ActiveAction::Write(pdus::shutdown_denied(CHANNELS))]);
+    }
+
+    #[test]
+    fn disconnect_ultimatum_is_leaving() {
+        let frame = encode_vec(&X224(DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested))).unwrap();
+        assert_eq!(state().process(&frame).unwrap(), vec![ActiveAction::Leave]);
+    }
+
+    #[test]
+    fn data_on_an_unknown_channel_is_ignored() {
+        assert_eq!(state().process(&slow_path(1004, ShareDataPdu::ShutdownRequest)).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let mut state = state();
+        assert!(state.process(&[]).is_err());
+        // A TPKT header announcing more than there is.
+        assert!(state.process(&[0x03, 0x00, 0x00, 0x20, 0x02, 0xF0]).is_err());
+        // A fast-path header with an event count and no events.
+        assert!(state.process(&[0x04, 0x02]).is_err());
+        // An X.224 data TPDU whose MCS payload is not one.
+        assert!(state.process(&[0x03, 0x00, 0x00, 0x09, 0x02, 0xF0, 0x80, 0xFF, 0xFF]).is_err());
+    }
+}
