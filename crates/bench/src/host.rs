@@ -1,6 +1,7 @@
-//! A real `rdhost serve` on 127.0.0.1 with an ephemeral port and its own state directory.
-//! Dropping the handle stops it (SIGTERM, then SIGKILL), kills any of its descendants that
-//! outlived it, and removes the state directory.
+//! A real `rdhost serve` on 127.0.0.1 with an ephemeral port, its own state directory and its
+//! own control socket (in that directory: as root the default /run/rdhost/control.sock would
+//! collide with any other host on the machine). Dropping the handle stops it (SIGTERM, then
+//! SIGKILL), kills any of its descendants that outlived it, and removes the state directory.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -21,11 +22,12 @@ pub struct Host {
     child: Child,
     pub addr: SocketAddr,
     dir: PathBuf,
+    socket: PathBuf,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
 /// A fresh directory under the system temp dir (removed by [`Host`]'s drop).
-fn make_dir(label: &str) -> Result<PathBuf> {
+pub fn make_dir(label: &str) -> Result<PathBuf> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("rdhost-bench-{label}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -61,11 +63,18 @@ impl Host {
         add_users(bin, &dir, users)?;
         let config_path = dir.join("rdhost.toml");
         std::fs::write(&config_path, config)?;
+        let socket = dir.join("control.sock");
+        // sun_path holds 108 bytes; a long $TMPDIR would make bind fail with a vaguer error.
+        if socket.as_os_str().len() > 100 {
+            bail!("the control socket path {} is too long for a Unix socket: set TMPDIR to a shorter directory", socket.display());
+        }
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(&dir)
             .arg("--config")
             .arg(&config_path)
+            .arg("--control-socket")
+            .arg(&socket)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -94,7 +103,7 @@ impl Host {
                 }
             }
         });
-        let mut host = Host { child, addr: "127.0.0.1:0".parse().unwrap(), dir, log };
+        let mut host = Host { child, addr: "127.0.0.1:0".parse().unwrap(), dir, socket, log };
         std::mem::forget(cleanup); // the host owns the directory now
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(addr)) => host.addr = addr,
@@ -106,6 +115,11 @@ impl Host {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The host's control socket (`rdhost serve --control-socket`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The last lines of the host's log.

@@ -229,14 +229,16 @@ impl Host {
                 TerminalEnd::Disconnected { error_info: error_info::SERVER_DENIED_CONNECTION }
             }
         };
-        let effects = self.with_state(|state| {
+        let (shown, effects) = self.with_state(|state| {
             state.terminals.remove(&terminal_id);
-            state.table.terminal_gone(terminal_id, SystemTime::now())
+            let shown = state.table.shows(terminal_id).map(|(session, _)| session);
+            (shown, state.table.terminal_gone(terminal_id, SystemTime::now()))
         });
         self.apply(effects);
+        let session = shown.map_or_else(|| "none".to_owned(), |s| s.to_string());
         match &end {
-            TerminalEnd::ConnectionLost(why) => info!(%peer, "terminal {} lost: {why}", terminal_id.0),
-            other => info!(%peer, "terminal {} ended: {other:?}", terminal_id.0),
+            TerminalEnd::ConnectionLost(why) => info!(%peer, %session, "terminal {} lost: {why}", terminal_id.0),
+            other => info!(%peer, %session, "terminal {} ended: {other:?}", terminal_id.0),
         }
         // The terminal (and its feed) is gone by now.
         return_freed_memory();
