@@ -222,7 +222,7 @@ impl Host {
         }
         info!(%peer, user = identity.user, session = logon.session, kind = ?logon.kind, "terminal {} shows session {}", terminal_id.0, logon.session);
 
-        let end = match self.showing(terminal_id, logon.session, Role::Primary).await {
+        let end = match self.showing(terminal_id, logon.session).await {
             Some(showing) => terminal.run(showing, command_rx).await,
             None => {
                 terminal.refuse(error_info::SERVER_DENIED_CONNECTION).await;
@@ -315,12 +315,19 @@ impl Host {
         desktop
     }
 
-    /// What `terminal` needs to show `session` in `role`, once that desktop runs. `None` when
-    /// the session went away, or the model moved the terminal elsewhere meanwhile.
-    async fn showing(self: &Arc<Self>, terminal: TerminalId, session: SessionId, role: Role) -> Option<Showing> {
+    /// What `terminal` needs to show `session`, in the role the model gives it, once that desktop
+    /// runs. `None` when the session went away, or the model moved the terminal elsewhere.
+    async fn showing(self: &Arc<Self>, terminal: TerminalId, session: SessionId) -> Option<Showing> {
         let live = self.desktop_of(session).await?;
-        let mut state = self.lock();
-        if state.table.shows(terminal) != Some((session, role)) {
+        self.build_showing(&mut self.lock(), terminal, session, &live)
+    }
+
+    /// Build the showing under the state lock, so that it agrees with the model at this moment.
+    fn build_showing(self: &Arc<Self>, state: &mut HostState, terminal: TerminalId, session: SessionId, live: &SessionDesktop) -> Option<Showing> {
+        // The model may have moved the terminal meanwhile (then a newer Show follows), or changed
+        // its level (then its current role counts).
+        let (shown, role) = state.table.shows(terminal)?;
+        if shown != session {
             return None;
         }
         // A shadowing terminal still belongs to its own session: the client keeps that id.
@@ -347,14 +354,18 @@ impl Host {
         for effect in effects {
             debug!(?effect, "carrying out");
             match effect {
-                Effect::Show { terminal, session, role } => {
+                Effect::Show { terminal, session, .. } => {
                     let host = Arc::clone(self);
                     self.runtime.spawn(async move {
-                        let Some(showing) = host.showing(terminal, session, role).await else { return };
-                        let sender = host.lock().terminals.get(&terminal).map(|t| t.commands.clone());
-                        if let Some(sender) = sender {
-                            // A terminal that is gone or stuck ends on its own.
-                            let _ = tokio::time::timeout(Duration::from_secs(5), sender.send(TerminalCommand::Show(showing))).await;
+                        let Some(live) = host.desktop_of(session).await else { return };
+                        // Built and sent under one lock: Shows reach a terminal in the model's order.
+                        let mut state = host.lock();
+                        let Some(showing) = host.build_showing(&mut state, terminal, session, &live) else { return };
+                        if let Some(slot) = state.terminals.get(&terminal)
+                            && slot.commands.try_send(TerminalCommand::Show(showing)).is_err()
+                        {
+                            // A terminal whose commands back up is about to end on its own.
+                            debug!(terminal = terminal.0, "terminal not taking commands");
                         }
                     });
                 }
