@@ -12,7 +12,7 @@ pub mod terminal;
 pub mod x11;
 
 pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, Subscription};
-pub use input::{InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
+pub use input::{Hotkey, InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
 pub use canvas::Overlay;
 pub use message::{Buttons, MessageAnswer, MessageBoard, MessageBox, MessageError, MessageId};
 pub use terminal::{RunAs, TerminalDesktop, TerminalError, TerminalOptions};

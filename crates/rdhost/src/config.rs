@@ -180,6 +180,8 @@ pub struct Settings {
     pub control_socket: Option<PathBuf>,
     pub admin_group: Option<String>,
     pub shadow: Option<ShadowSetting>,
+    /// The key that ends a shadow, e.g. "ctrl+keypad-multiply".
+    pub shadow_hotkey: Option<String>,
     /// Extra WTS permissions per group: `[grants] helpdesk = ["query", "message", "remote-control"]`.
     pub grants: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
@@ -232,6 +234,7 @@ impl Settings {
             control_socket: self.control_socket.or(lower.control_socket),
             admin_group: self.admin_group.or(lower.admin_group),
             shadow: self.shadow.or(lower.shadow),
+            shadow_hotkey: self.shadow_hotkey.or(lower.shadow_hotkey),
             grants: self.grants.or(lower.grants),
         }
     }
@@ -283,6 +286,8 @@ pub struct ServeConfig {
     /// Members hold every WTS permission on every session (root always does).
     pub admin_group: Option<String>,
     pub shadow: ShadowSetting,
+    /// Ends a shadow when pressed in the shadowing client (Windows: Ctrl + keypad *).
+    pub shadow_hotkey: rdhost_desktop::Hotkey,
     /// Extra permission bits (`WTS_SECURITY_*`) per group.
     pub grants: Vec<(String, u32)>,
 }
@@ -391,6 +396,10 @@ impl ServeConfig {
             control_socket,
             admin_group: s.admin_group.filter(|g| !g.is_empty()),
             shadow: s.shadow.unwrap_or_default(),
+            shadow_hotkey: match s.shadow_hotkey {
+                Some(text) => text.parse().map_err(|e| invalid("shadow_hotkey", e))?,
+                None => rdhost_desktop::Hotkey::SHADOW_DEFAULT,
+            },
             grants,
             listen: s
                 .listen
@@ -480,6 +489,9 @@ unknown keys are errors):
   admin_group = \"rdhost-admins\"    Members may manage every session (root always may).
   shadow = \"control-with-consent\"  Who may shadow: disabled | control-with-consent |
                                    control | view-with-consent | view.               --shadow
+  shadow_hotkey = \"ctrl+keypad-multiply\"
+                                   Ends a shadow (ctrl/alt/shift + a letter, digit,
+                                   f1-f12, keypad-multiply|minus|plus|divide, home…).
   [grants]                         Extra permissions per group on others' sessions:
   helpdesk = [\"query\", \"message\", \"remote-control\"]
                                    (query set reset virtual remote-control logon
@@ -521,6 +533,7 @@ mod tests {
                 control_socket: c.control_socket.clone(),
                 admin_group: None,
                 shadow: ShadowSetting::ControlWithConsent,
+                shadow_hotkey: rdhost_desktop::Hotkey::SHADOW_DEFAULT,
                 grants: Vec::new(),
             }
         );
@@ -753,6 +766,7 @@ mod tests {
             "control_socket",
             "admin_group",
             "shadow",
+            "shadow_hotkey",
         ] {
             assert!(
                 CONFIG_KEYS_HELP.contains(&format!("  {key} = ")),
@@ -783,6 +797,7 @@ mod tests {
             "control_socket" => "\"/tmp/c.sock\"",
             "admin_group" => "\"wheel\"",
             "shadow" => "\"view\"",
+            "shadow_hotkey" => "\"ctrl+alt+f12\"",
             _ => "\"warn\"",
         }
     }

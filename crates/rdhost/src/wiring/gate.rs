@@ -4,20 +4,22 @@
 
 use std::sync::{Arc, Mutex};
 
-use rdhost_desktop::{Desktop, InputEvent, KeyboardLayout, MessageBoard, Scancode, Size};
+use rdhost_desktop::{Desktop, Hotkey, InputEvent, KeyboardLayout, MessageBoard, Size};
 use rdhost_model::Role;
 use rdhost_rdp::InputSink;
 
-/// Ctrl + `*` on the numeric keypad: Windows' default hotkey to end shadowing.
-const KEYPAD_MULTIPLY: Scancode = Scancode::new(0x37, false);
-const CTRL_LEFT: Scancode = Scancode::new(0x1D, false);
-const CTRL_RIGHT: Scancode = Scancode::new(0x1D, true);
+/// Set-1 codes of the modifier keys (left and right share a code; right ones are extended).
+const CTRL: u8 = 0x1D;
+const ALT: u8 = 0x38;
+const SHIFT_LEFT: u8 = 0x2A;
+const SHIFT_RIGHT: u8 = 0x36;
 
 pub struct Gate {
     desktop: Arc<dyn Desktop>,
     board: Arc<MessageBoard>,
     state: Mutex<GateState>,
-    /// Called (at once, it must not block) when the terminal presses the shadow hotkey.
+    /// The key that ends a shadow, and what it does (at once; it must not block).
+    hotkey: Hotkey,
     on_hotkey: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -27,12 +29,15 @@ struct GateState {
     /// it follows.
     size: Option<Size>,
     layout: Option<KeyboardLayout>,
-    ctrl_down: bool,
+    ctrl: bool,
+    alt: bool,
+    shift: bool,
 }
 
 impl Gate {
-    pub fn new(desktop: Arc<dyn Desktop>, board: Arc<MessageBoard>, role: Role, on_hotkey: Box<dyn Fn() + Send + Sync>) -> Arc<Gate> {
-        Arc::new(Gate { desktop, board, state: Mutex::new(GateState { role, size: None, layout: None, ctrl_down: false }), on_hotkey })
+    pub fn new(desktop: Arc<dyn Desktop>, board: Arc<MessageBoard>, role: Role, hotkey: Hotkey, on_hotkey: Box<dyn Fn() + Send + Sync>) -> Arc<Gate> {
+        let state = GateState { role, size: None, layout: None, ctrl: false, alt: false, shift: false };
+        Arc::new(Gate { desktop, board, state: Mutex::new(state), hotkey, on_hotkey })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -64,12 +69,19 @@ impl InputSink for Gate {
         let role = {
             let mut state = self.lock();
             if let InputEvent::Key { scancode, pressed } = event {
-                if scancode == CTRL_LEFT || scancode == CTRL_RIGHT {
-                    state.ctrl_down = pressed;
-                } else if scancode == KEYPAD_MULTIPLY && pressed && state.ctrl_down && matches!(state.role, Role::Viewer(_)) {
-                    drop(state);
-                    (self.on_hotkey)();
-                    return;
+                match scancode.code {
+                    CTRL => state.ctrl = pressed,
+                    ALT => state.alt = pressed,
+                    SHIFT_LEFT | SHIFT_RIGHT => state.shift = pressed,
+                    _ => {
+                        let h = self.hotkey;
+                        let held = (state.ctrl, state.alt, state.shift) == (h.ctrl, h.alt, h.shift);
+                        if scancode == h.key && pressed && held && matches!(state.role, Role::Viewer(_)) {
+                            drop(state);
+                            (self.on_hotkey)();
+                            return;
+                        }
+                    }
                 }
             }
             state.role

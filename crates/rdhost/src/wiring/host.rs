@@ -38,6 +38,7 @@ pub struct Host {
     accept: AcceptConfig,
     desktop_source: DesktopSource,
     pub(super) shadow_policy: rdhost_model::ShadowPolicy,
+    shadow_hotkey: rdhost_desktop::Hotkey,
     pub(super) control_socket: std::path::PathBuf,
     pub(super) events: broadcast::Sender<EventRecord>,
     /// Desktops and their watchers run on the main runtime, not on a connection's thread.
@@ -100,6 +101,7 @@ impl Host {
             accept,
             desktop_source,
             shadow_policy: config.shadow.policy(),
+            shadow_hotkey: config.shadow_hotkey,
             control_socket: config.control_socket.clone(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             runtime,
@@ -342,7 +344,7 @@ impl Host {
                 host.apply(effects);
             }
         });
-        let gate = Gate::new(Arc::clone(&live.desktop), Arc::clone(&live.board), role, on_hotkey);
+        let gate = Gate::new(Arc::clone(&live.desktop), Arc::clone(&live.board), role, self.shadow_hotkey, on_hotkey);
         let slot = state.terminals.get_mut(&terminal)?;
         slot.gate = Some(Arc::clone(&gate));
         let feed = live.stage.feed(slot.profile);
