@@ -405,10 +405,17 @@ async fn the_display_desktop_shows_an_existing_x_display() {
         .spawn()
         .unwrap();
     let config = format!("desktop = \"display\"\ndisplay = {:?}\nxauthority = {:?}\n", xvfb.name, xvfb.xauthority);
-    let host = Host::start(&[USER], &config);
+    let host = Host::start(&[USER, ("carol", "carol-pw-1")], &config);
     assert!(host.log().is_empty() || !host.log().contains("ERROR"), "{}", host.log());
-    let (mut client, _) = login(&host, host.client(USER.0, USER.1)).await;
+    let (mut client, session) = login(&host, host.client(USER.0, USER.1)).await;
     shows_colour(&mut client, RECORDER_IDLE, 1024 * 700, "attached").await;
+    // The display is one desktop, like the console: one session shows it, and another user is
+    // refused while it exists.
+    let mut carol = rdhost_client::connect(host.client("carol", "carol-pw-1")).await.expect("carol's handshake completes");
+    assert!(carol.pump_until(WAIT, |c| c.closed()).await.unwrap_or(true), "carol is refused");
+    assert_eq!(carol.error_info(), Some(0x7), "refused with SERVER_DENIED_CONNECTION");
+    assert_eq!(host.sessions().len(), 1, "one session for the display");
+    assert_eq!(host.sessions()[0]["id"], session);
     // Input drives that display: a key press makes the recorder change its colour.
     client.mouse_move(50, 50).await.unwrap();
     client.key(0x1E, false, true).await.unwrap();

@@ -32,6 +32,7 @@ impl Host {
     }
 
     fn start_with(users: &[(&str, &str)], config: &str, nt_hashes: bool) -> Host {
+        clear_stale_pyenv_lock();
         let state = tempfile::tempdir().expect("temp state dir");
         for (name, password) in users {
             add_user(state.path(), name, password, nt_hashes);
@@ -202,6 +203,18 @@ impl Drop for Host {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.terminate();
         }
+    }
+}
+
+/// Sessions of root run root's login shell; on machines where it runs `pyenv init`, a shell
+/// killed while starting leaves pyenv's lock behind and every later login shell waits 60 s for
+/// it. A lock older than a minute is stale: remove it.
+fn clear_stale_pyenv_lock() {
+    let Some(home) = std::env::var_os("HOME") else { return };
+    let lock = Path::new(&home).join(".pyenv/shims/.pyenv-shim");
+    let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
+    if stale {
+        let _ = std::fs::remove_file(&lock);
     }
 }
 
