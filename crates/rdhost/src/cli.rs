@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::control::commands::{ConnectArgs, EventsArgs, MsgArgs, QueryCommand, ResetArgs, SessionCommand, SessionOpArgs, ShadowArgs};
-use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings, ShadowSetting, XServerChoice};
+use crate::config::{AuthBackendKind, CONFIG_KEYS_HELP, DesktopKind, SecurityMode, Settings, XServerChoice};
 
 const ABOUT: &str = "A multi-session RDP host for Linux: stock RDP clients log in and get a desktop \
 that survives disconnects.";
@@ -225,9 +225,10 @@ pub struct ServeArgs {
     /// [default: /run/rdhost/control.sock as root, else $XDG_RUNTIME_DIR/rdhost/control.sock].
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
-    /// Who may shadow sessions (`rdhost shadow`) [default: control-with-consent].
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub shadow: Option<ShadowSetting>,
+    /// Who may shadow sessions (`rdhost shadow`): disabled, control-with-consent (the target's
+    /// user is asked), control, view-with-consent, view [default: control-with-consent].
+    #[arg(long, value_name = "POLICY")]
+    pub shadow: Option<rdhost_model::ShadowPolicy>,
 }
 
 impl ServeArgs {

@@ -84,34 +84,12 @@ pub enum CodecChoice {
     Lossless,
 }
 
-/// Who may shadow (remote-control) a session, as Windows' five shadow policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShadowSetting {
-    /// Nobody may shadow.
-    Disabled,
-    /// Watch and control, after the session's user says yes.
-    #[default]
-    ControlWithConsent,
-    /// Watch and control without asking.
-    Control,
-    /// Watch only, after the session's user says yes.
-    ViewWithConsent,
-    /// Watch only, without asking.
-    View,
-}
-
-impl ShadowSetting {
-    pub fn policy(self) -> rdhost_model::ShadowPolicy {
-        use rdhost_model::ShadowPolicy as P;
-        match self {
-            ShadowSetting::Disabled => P::Disabled,
-            ShadowSetting::ControlWithConsent => P::ControlWithConsent,
-            ShadowSetting::Control => P::Control,
-            ShadowSetting::ViewWithConsent => P::ViewWithConsent,
-            ShadowSetting::View => P::View,
-        }
-    }
+/// A config value read with its type's `FromStr` (for types of other crates, which know no serde).
+fn parse_opt<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<Option<T>, D::Error>
+where
+    T::Err: fmt::Display,
+{
+    Option::<String>::deserialize(d)?.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 /// A desktop size `WIDTHxHEIGHT`.
@@ -179,7 +157,8 @@ pub struct Settings {
     pub log: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub admin_group: Option<String>,
-    pub shadow: Option<ShadowSetting>,
+    #[serde(default, deserialize_with = "parse_opt")]
+    pub shadow: Option<rdhost_model::ShadowPolicy>,
     /// The key that ends a shadow, e.g. "ctrl+keypad-multiply".
     pub shadow_hotkey: Option<String>,
     /// Extra WTS permissions per group: `[grants] helpdesk = ["query", "message", "remote-control"]`.
@@ -285,7 +264,7 @@ pub struct ServeConfig {
     pub control_socket: PathBuf,
     /// Members hold every WTS permission on every session (root always does).
     pub admin_group: Option<String>,
-    pub shadow: ShadowSetting,
+    pub shadow: rdhost_model::ShadowPolicy,
     /// Ends a shadow when pressed in the shadowing client (Windows: Ctrl + keypad *).
     pub shadow_hotkey: rdhost_desktop::Hotkey,
     /// Extra permission bits (`WTS_SECURITY_*`) per group.
@@ -532,7 +511,7 @@ mod tests {
                 log: "info".into(),
                 control_socket: c.control_socket.clone(),
                 admin_group: None,
-                shadow: ShadowSetting::ControlWithConsent,
+                shadow: rdhost_model::ShadowPolicy::ControlWithConsent,
                 shadow_hotkey: rdhost_desktop::Hotkey::SHADOW_DEFAULT,
                 grants: Vec::new(),
             }
@@ -741,7 +720,7 @@ mod tests {
         assert!(err.contains("shadow-everyone") && err.contains("remote-control"), "{err}");
         let s = parse("shadow = \"view-with-consent\"\nadmin_group = \"wheel\"\ncontrol_socket = \"/tmp/x.sock\"").unwrap();
         let c = ServeConfig::from_settings(s, defaults()).unwrap();
-        assert_eq!((c.shadow, c.admin_group.as_deref(), c.control_socket.as_path()), (ShadowSetting::ViewWithConsent, Some("wheel"), Path::new("/tmp/x.sock")));
+        assert_eq!((c.shadow, c.admin_group.as_deref(), c.control_socket.as_path()), (rdhost_model::ShadowPolicy::ViewWithConsent, Some("wheel"), Path::new("/tmp/x.sock")));
     }
 
     #[test]

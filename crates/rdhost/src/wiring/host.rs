@@ -100,7 +100,7 @@ impl Host {
             authenticator,
             accept,
             desktop_source,
-            shadow_policy: config.shadow.policy(),
+            shadow_policy: config.shadow,
             shadow_hotkey: config.shadow_hotkey,
             control_socket: config.control_socket.clone(),
             events: broadcast::channel(EVENT_BACKLOG).0,
