@@ -61,8 +61,10 @@ pub(crate) fn shutdown_denied(channels: Channels) -> Vec<u8> {
     share_data(channels, ShareDataPdu::ShutdownDenied)
 }
 
+/// The server ends the connection: "provider initiated", as Windows sends it. ("User requested"
+/// makes FreeRDP read an RPC-initiated disconnect, 0x1, as a logoff and exit 2.)
 pub(crate) fn disconnect_ultimatum() -> Vec<u8> {
-    encode_vec(&X224(DisconnectProviderUltimatum::from_reason(DisconnectReason::UserRequested)))
+    encode_vec(&X224(DisconnectProviderUltimatum::from_reason(DisconnectReason::ProviderInitiated)))
         .expect("disconnect ultimatum encodes")
 }
 

@@ -233,6 +233,16 @@ struct ShadowBody {
 pub const EVENTS_PATH: &str = "/v1/events";
 
 impl Request {
+    /// The request as logs may show it: passwords hidden.
+    pub fn for_log(&self) -> Request {
+        match self {
+            Request::Connect { session, dest, password: Some(_), wait } => {
+                Request::Connect { session: *session, dest: *dest, password: Some("(hidden)".into()), wait: *wait }
+            }
+            other => other.clone(),
+        }
+    }
+
     /// Method, path and JSON body.
     pub fn to_http(&self) -> (&'static str, String, Option<String>) {
         let body = |b: &OpBody| Some(serde_json::to_string(b).expect("request bodies serialise"));
@@ -417,6 +427,12 @@ mod tests {
             let back = Request::from_http(method, &path, body.as_deref().unwrap_or("").as_bytes()).unwrap();
             assert_eq!(back, request, "{method} {path} {body:?}");
         }
+    }
+
+    #[test]
+    fn logs_never_see_passwords() {
+        let request = Request::Connect { session: SessionRef::Id(1), dest: SessionRef::Current, password: Some("s3cret".into()), wait: true };
+        assert!(!format!("{:?}", request.for_log()).contains("s3cret"));
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn handle<A: ControlApi>(api: Arc<A>, peer: Peer, req: hyper::Request<Inco
         Ok(request) => request,
         Err(e) => return Ok(error_response(&e)),
     };
-    debug!(?peer, ?request, "control request");
+    debug!(?peer, request = ?request.for_log(), "control request");
     Ok(match api.call(peer, request).await {
         Ok(reply) => json_response(StatusCode::OK, &reply),
         Err(e) => {

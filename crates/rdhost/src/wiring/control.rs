@@ -35,7 +35,7 @@ fn target(r: SessionRef) -> Target {
 impl ControlApi for Host {
     async fn call(self: Arc<Self>, peer: Peer, request: Request) -> Result<Reply, ApiError> {
         let caller = self.caller(peer);
-        info!(uid = peer.uid, user = caller.user, session = ?caller.session, ?request, "control request");
+        info!(uid = peer.uid, user = caller.user, session = ?caller.session, request = ?request.for_log(), "control request");
         let done = Ok(Reply::Done { ok: true });
         let now = SystemTime::now;
         match request {

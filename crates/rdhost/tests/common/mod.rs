@@ -92,26 +92,14 @@ impl Host {
 
     /// Run `rdhost ARGS --socket <this host's>` and return (exit code, stdout, stderr).
     pub fn control(&self, args: &[&str]) -> (i32, String, String) {
-        self.control_as(None, args, None)
-    }
-
-    /// Like [`control`](Self::control), as system user `user` (via runuser) and with `stdin`.
-    pub fn control_as(&self, user: Option<&str>, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut cmd = match user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        cmd.args(args).arg("--socket").arg(self.socket()).env_remove("RDHOST_CONTROL_SOCKET");
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run the rdhost CLI");
-        if let Some(text) = stdin {
-            writeln!(child.stdin.take().unwrap(), "{text}").unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .env_remove("RDHOST_CONTROL_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the rdhost CLI");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
