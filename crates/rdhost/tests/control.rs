@@ -261,3 +261,27 @@ async fn shadow_asks_consent_controls_and_the_hotkey_returns() {
     assert_ne!(code, 0);
     assert!(!err.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_inside_a_session_find_it_without_flags() {
+    let host = Host::start(&[("alice", "alice-pw-1")], "");
+    let (mut client, a) = login(&host, "alice", "alice-pw-1").await;
+    // `query session` inside the session marks it with '>' (found from the calling process, not
+    // from anything the caller says).
+    client.type_text(&format!("{BIN} query session | grep '^>' | tr -s ' ' | cut -d' ' -f3 | sed 's/^/mine-is-/'\n")).await.unwrap();
+    assert!(
+        client.pump_until(WAIT, |c| on_screen(c, &format!("mine-is-{a}"))).await.unwrap(),
+        "query session inside the session marks it\n{}",
+        host.log()
+    );
+    // tsdiscon from inside: 0xB (disconnected by the user), and the session keeps running.
+    client.type_text(&format!("{BIN} disconnect\n")).await.unwrap();
+    assert_eq!(closed_with(&mut client, WAIT).await, Some(Some(0xB)));
+    assert!(host.wait_state(a, Some("Disconnected"), WAIT));
+    // logoff from inside: 0xC, and the session is gone.
+    let (mut again, same) = login(&host, "alice", "alice-pw-1").await;
+    assert_eq!(same, a);
+    again.type_text(&format!("{BIN} logoff\n")).await.unwrap();
+    assert_eq!(closed_with(&mut again, WAIT).await, Some(Some(0xC)));
+    assert!(host.wait_state(a, None, WAIT));
+}
