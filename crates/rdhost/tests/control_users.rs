@@ -193,15 +193,7 @@ async fn closed_with(client: &mut Client) -> Option<Option<u32>> {
 
 /// Add a users-file account whose sessions run as the system user of the same name.
 fn add_account(host: &Host, name: &str, password: &str) {
-    let mut child = Command::new(BIN)
-        .args(["user", "add", name, "--system-user", name, "--state-dir"])
-        .arg(host.state.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("rdhost user add");
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(child.wait().unwrap().success(), "rdhost user add {name} failed");
+    common::add_user_with(host.state.path(), name, password, &["--system-user", name]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,10 +213,15 @@ pub fn control_socket_for(state: &Path) -> PathBuf {
 }
 
 pub fn add_user(state: &Path, name: &str, password: &str, nt_hash: bool) {
+    add_user_with(state, name, password, if nt_hash { &["--nt-hash"] } else { &[] });
+}
+
+/// `rdhost user add NAME EXTRA...` with the password on stdin.
+pub fn add_user_with(state: &Path, name: &str, password: &str, extra: &[&str]) {
     let mut child = Command::new(BIN)
         .args(["user", "add", name, "--state-dir"])
         .arg(state)
-        .args(nt_hash.then_some("--nt-hash"))
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
