@@ -1,6 +1,7 @@
 //! Test harness: a real `rdhost serve` process on 127.0.0.1 with an ephemeral port and its own
 //! state directory, killed (and its sessions with it) when the handle drops.
 #![allow(dead_code)] // each test binary uses a different part
+pub mod xfreerdp;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;

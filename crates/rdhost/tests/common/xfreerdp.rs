@@ -1,0 +1,448 @@
+//! A real client for the interop tests: FreeRDP's `xfreerdp` on a private Xvfb, keystrokes through
+//! xdotool, and screenshots of its window with ImageMagick's `import`.
+//!
+//! Every xfreerdp gets an Xvfb of its own: an overlapping window would spoil another's screenshot,
+//! and the only xfreerdp window on the display is then its own.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Host, artifacts_dir};
+
+/// How long a client may take to show, draw or exit.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// The size xfreerdp asks for.
+pub const WIDTH: u32 = 1024;
+pub const HEIGHT: u32 = 768;
+
+/// Tools the harness runs, with the Debian package that provides each.
+const TOOLS: &[(&str, &str)] =
+    &[("Xvfb", "xvfb"), ("xfreerdp", "freerdp2-x11"), ("xdotool", "xdotool"), ("import", "imagemagick")];
+
+/// Are all tools there? When not: panic naming the packages under CI, otherwise say why and
+/// return `false` (the test returns).
+pub fn tools_present(test: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(tool, _)| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .map(|(tool, package)| format!("{tool} (apt package {package})"))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: missing tools, install them: {}", missing.join(", "));
+    eprintln!("{test}: skipped, missing tools: {}", missing.join(", "));
+    false
+}
+
+/// Poll `done` every 50 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+pub struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, command: &mut Command) -> Proc {
+        let child = command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc { child, name: name.to_owned() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The exit status once the process ends by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.exited();
+            status.is_some()
+        });
+        status
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            eprintln!("killing {} (pid {})", self.name, self.pid());
+        }
+        self.kill();
+    }
+}
+
+/// A private Xvfb display; the server is killed when this drops.
+pub struct Xvfb {
+    display: String,
+    /// The server's log, and room for its clients' files.
+    dir: tempfile::TempDir,
+    server: Proc,
+}
+
+impl Xvfb {
+    pub fn start() -> Xvfb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // -displayfd: the server picks a free display number itself and writes it once it
+        // accepts connections, so parallel tests (and the hosts' own X servers) never race for one.
+        let mut server = Proc::spawn(
+            "Xvfb",
+            Command::new("Xvfb")
+                .args(["-displayfd", "1", "-screen", "0", "1280x900x24", "-nolisten", "tcp", "-noreset"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.path().join("xvfb.log")).unwrap()),
+        );
+        let mut number = String::new();
+        let _ = std::io::BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut number);
+        let number = number.trim();
+        // (On panic `server` drops: the process is killed.)
+        assert!(
+            !number.is_empty(),
+            "Xvfb did not start: {}",
+            std::fs::read_to_string(dir.path().join("xvfb.log")).unwrap_or_default()
+        );
+        Xvfb { display: format!(":{number}"), dir, server }
+    }
+
+    /// The display's name, `:N`.
+    pub fn name(&self) -> &str {
+        &self.display
+    }
+
+    /// A directory that lives as long as the display.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `program` as a client of this display.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("DISPLAY", &self.display).env_remove("WAYLAND_DISPLAY").stdin(Stdio::null());
+        command
+    }
+
+    pub fn xdotool(&self, args: &[&str]) -> Output {
+        self.command("xdotool").args(args).output().expect("run xdotool")
+    }
+
+    /// A screenshot of `window` (None: it is not there, or `import` failed).
+    pub fn screenshot(&self, window: &str) -> Option<Shot> {
+        let out = self.command("import").args(["-window", window, "-depth", "8", "ppm:-"]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Shot::from_ppm(&out.stdout)
+    }
+}
+
+/// One xfreerdp on a private Xvfb. Dropping it kills (and reaps) both, the client first: it would
+/// otherwise see its display vanish and log noise.
+pub struct Xfreerdp {
+    label: String,
+    client: Proc,
+    /// Its top-level window, once found (see [`Xfreerdp::wait_window`]).
+    window: String,
+    // Last, so that the client drops before its X server.
+    xvfb: Xvfb,
+}
+
+impl Xfreerdp {
+    /// Start an Xvfb and an xfreerdp on it logging on to `host` as `user` with `password`;
+    /// returns at once (the client may still be connecting, or on its way out).
+    pub fn start(host: &Host, (user, password): (&str, &str), label: &str) -> Xfreerdp {
+        let xvfb = Xvfb::start();
+        // Its config and known-hosts files stay out of the real home.
+        let home = xvfb.dir().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        // Separate files: one shared file would interleave its buffered stdout with stderr.
+        let log = |name: &str| std::fs::File::create(xvfb.dir().join(name)).unwrap();
+        let client = Proc::spawn(
+            "xfreerdp",
+            xvfb.command("xfreerdp")
+                .arg(format!("/v:{}", host.addr))
+                .arg(format!("/u:{user}"))
+                .arg(format!("/p:{password}"))
+                .args(["/cert:ignore", &format!("/size:{WIDTH}x{HEIGHT}"), "/kbd:0x409", "-grab-keyboard"])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join(".config"))
+                .stdout(log("xfreerdp.out"))
+                .stderr(log("xfreerdp.err")),
+        );
+        Xfreerdp { label: label.to_owned(), client, window: String::new(), xvfb }
+    }
+
+    /// [`Xfreerdp::start`], then wait until the client's window is mapped.
+    pub fn open(host: &Host, user: (&str, &str), label: &str) -> Xfreerdp {
+        let mut client = Self::start(host, user, label);
+        client.wait_window(host);
+        client
+    }
+
+    /// Wait for the client's top-level window; panics when the client exits first or none
+    /// shows within [`WAIT`].
+    pub fn wait_window(&mut self, host: &Host) {
+        let deadline = Instant::now() + WAIT;
+        // Only this client draws on this display: the first visible xfreerdp window is its own.
+        while self.window.is_empty() {
+            let found = self.xvfb.xdotool(&["search", "--onlyvisible", "--class", "xfreerdp"]);
+            self.window = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or("").trim().to_owned();
+            if self.window.is_empty() {
+                if let Some(status) = self.exited() {
+                    panic!("{}: xfreerdp exited ({status}) before showing a window:\n{}", self.label, self.log());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: no xfreerdp window:\n{}\nhost log:\n{}",
+                    self.label,
+                    self.log(),
+                    host.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The name it was started with (in failure messages and artifact names).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.client.pid()
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.client.exited()
+    }
+
+    /// The client's exit status once it ends by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.client.wait_exit(timeout)
+    }
+
+    /// Kill the client without a word to the host (its display stays until this drops).
+    pub fn kill(&mut self) {
+        self.client.kill();
+    }
+
+    /// What the client printed: its stderr, then its stdout.
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.xvfb.dir().join(name)).unwrap_or_default();
+        format!("{}{}", read("xfreerdp.err"), read("xfreerdp.out"))
+    }
+
+    /// Focus the window: without a window manager windowactivate is unavailable, and focus is
+    /// what routes XTest keystrokes to it.
+    fn focus(&self) {
+        assert!(!self.window.is_empty(), "{}: keys before its window was found", self.label);
+        let _ = self.xvfb.xdotool(&["windowfocus", "--sync", &self.window]);
+    }
+
+    /// Type `text` into the window.
+    pub fn type_text(&self, text: &str) {
+        self.focus();
+        let out = self.xvfb.xdotool(&["type", "--delay", "40", text]);
+        assert!(out.status.success(), "xdotool type: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Type `text` and Return.
+    pub fn type_line(&self, text: &str) {
+        self.type_text(text);
+        self.key("Return");
+    }
+
+    /// Press `keys` (xdotool's syntax, e.g. `ctrl+KP_Multiply`) in the window.
+    pub fn key(&self, keys: &str) {
+        self.focus();
+        let out = self.xvfb.xdotool(&["key", keys]);
+        assert!(out.status.success(), "xdotool key {keys}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// What the window shows now.
+    pub fn shot(&self) -> Option<Shot> {
+        self.xvfb.screenshot(&self.window)
+    }
+
+    /// Screenshots until one satisfies `done`; on timeout the last is saved as an artifact named
+    /// after the test binary, the client's label and `what`, and `false` returned.
+    pub fn wait_shot(&self, what: &str, done: impl Fn(&Shot) -> bool) -> bool {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(shot) = self.shot() {
+                if done(&shot) {
+                    return true;
+                }
+                last = Some(shot);
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        if let Some(shot) = last {
+            // The crate is the test binary: labels need only be unique within one.
+            let binary = module_path!().split("::").next().unwrap_or("interop");
+            let path = artifacts_dir().join(format!("{binary}-{}-{what}.ppm", self.label));
+            shot.save(&path);
+            eprintln!("{}: last screenshot saved to {}", self.label, path.display());
+        }
+        false
+    }
+
+    /// Screenshots until one shows any of `texts` in the terminal font: the index of the one
+    /// found (None on timeout, see [`Xfreerdp::wait_shot`]).
+    pub fn wait_any(&self, texts: &[&str], what: &str) -> Option<usize> {
+        let found = std::cell::Cell::new(None);
+        self.wait_shot(what, |shot| {
+            found.set(texts.iter().position(|t| shot.shows(t)));
+            found.get().is_some()
+        });
+        found.get()
+    }
+
+    /// Screenshots until one shows `text` in the terminal font.
+    pub fn wait_text(&self, text: &str, what: &str) -> bool {
+        self.wait_any(&[text], what).is_some()
+    }
+}
+
+/// A window's pixels, RGBA.
+pub struct Shot {
+    pub rgba: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A rectangle of a shot, inclusive.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub left: u32,
+    pub top: u32,
+    pub right: u32,
+    pub bottom: u32,
+}
+
+impl Shot {
+    /// Decode a binary PPM (P6, maxval 255): it carries its own size, so no separate geometry
+    /// query can disagree with the pixels.
+    pub fn from_ppm(data: &[u8]) -> Option<Shot> {
+        let mut fields = Vec::new();
+        let mut i = 0;
+        while fields.len() < 4 {
+            while i < data.len() && data[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if data.get(i) == Some(&b'#') {
+                while i < data.len() && data[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            let start = i;
+            while i < data.len() && !data[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if start == i {
+                return None;
+            }
+            fields.push(std::str::from_utf8(&data[start..i]).ok()?.to_owned());
+        }
+        i += 1; // the single whitespace after maxval
+        if fields[0] != "P6" || fields[3] != "255" {
+            return None;
+        }
+        let (width, height): (u32, u32) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+        let pixels = data.get(i..i + width as usize * height as usize * 3)?;
+        let rgba = pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        Some(Shot { rgba, width, height })
+    }
+
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = ((y * self.width + x) * 4) as usize;
+        [self.rgba[i], self.rgba[i + 1], self.rgba[i + 2]]
+    }
+
+    /// Is `pixel` within `tolerance` of `colour` per channel? (The client's codecs are lossy.)
+    pub fn near(pixel: [u8; 3], colour: [u8; 3], tolerance: u8) -> bool {
+        (0..3).all(|c| pixel[c].abs_diff(colour[c]) <= tolerance)
+    }
+
+    /// How many pixels are within `tolerance` of `colour`.
+    pub fn count_near(&self, colour: [u8; 3], tolerance: u8) -> usize {
+        self.rgba.chunks_exact(4).filter(|p| Self::near([p[0], p[1], p[2]], colour, tolerance)).count()
+    }
+
+    /// The share of all pixels within `tolerance` of `colour`.
+    pub fn share_near(&self, colour: [u8; 3], tolerance: u8) -> f64 {
+        self.count_near(colour, tolerance) as f64 / f64::from(self.width * self.height)
+    }
+
+    /// The share of pixels within `b` that are within `tolerance` of `colour`.
+    pub fn share_in(&self, b: Bounds, colour: [u8; 3], tolerance: u8) -> f64 {
+        let mut n = 0;
+        for y in b.top..=b.bottom {
+            for x in b.left..=b.right {
+                n += usize::from(Self::near(self.pixel(x, y), colour, tolerance));
+            }
+        }
+        n as f64 / f64::from((b.right - b.left + 1) * (b.bottom - b.top + 1))
+    }
+
+    /// The band of rows in which at least `per_row` pixels are `colour` (within `tolerance`),
+    /// spanning the columns those rows hold it in (None: no such row). Stray pixels of a similar
+    /// colour elsewhere (a button's edge, blended glyph edges) do not stretch it.
+    pub fn band_of(&self, colour: [u8; 3], tolerance: u8, per_row: u32) -> Option<Bounds> {
+        let mut band: Option<Bounds> = None;
+        for y in 0..self.height {
+            let xs: Vec<u32> = (0..self.width).filter(|&x| Self::near(self.pixel(x, y), colour, tolerance)).collect();
+            if xs.len() < per_row as usize {
+                continue;
+            }
+            let (left, right) = (xs[0], xs[xs.len() - 1]);
+            let b = band.get_or_insert(Bounds { left, top: y, right, bottom: y });
+            b.left = b.left.min(left);
+            b.right = b.right.max(right);
+            b.bottom = y;
+        }
+        band
+    }
+
+    /// Is `text` drawn in the terminal desktop's font?
+    pub fn shows(&self, text: &str) -> bool {
+        rdhost_desktop::terminal::find_text(&self.rgba, self.width, self.height, 16.0, text).is_some()
+    }
+
+    /// Save as a binary PPM.
+    pub fn save(&self, path: &Path) {
+        let mut out = format!("P6\n{} {}\n255\n", self.width, self.height).into_bytes();
+        out.extend(self.rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]));
+        let _ = std::fs::write(path, out);
+    }
+}
