@@ -27,7 +27,7 @@ pub struct Host {
 }
 
 /// A fresh directory under the system temp dir (removed by [`Host`]'s drop).
-pub fn make_dir(label: &str) -> Result<PathBuf> {
+fn make_dir(label: &str) -> Result<PathBuf> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("rdhost-bench-{label}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -96,10 +96,15 @@ impl Host {
         });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("rdhost listening on ") {
                     let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                }
+                // Printed once the control socket is bound (after the listen address).
+                if line.starts_with("control socket: ") {
+                    let _ = control_tx.send(());
                 }
             }
         });
@@ -109,6 +114,9 @@ impl Host {
             Ok(Ok(addr)) => host.addr = addr,
             Ok(Err(e)) => bail!("rdhost printed a bad listen address: {e}\n{}", host.log()),
             Err(_) => bail!("rdhost did not print its listen address within 60 s; its log:\n{}", host.log()),
+        }
+        if control_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            bail!("rdhost did not open its control socket {} within 30 s; its log:\n{}", host.socket.display(), host.log());
         }
         Ok(host)
     }
@@ -196,6 +204,25 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A scratch directory of the benchmark's own (not a host's), removed on drop.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> Result<ScratchDir> {
+        make_dir(label).map(ScratchDir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -8,10 +8,15 @@
 //!    descendants (the sessions' shells) separately.
 //! 4. Host CPU (host and descendants) with 50 disconnected idle sessions, % of one core.
 //!
+//! `--x11` measures X desktops instead (x11.rs), `--sessions-figures` session management
+//! (sessions.rs): `rdhost connect` to the first frame, host CPU with N viewers, events to N
+//! subscribers.
+//!
 //! Progress goes to stderr; stdout gets a table and one JSON line (`{"rdhost_bench": ...}`).
 
 mod host;
 mod procfs;
+mod sessions;
 mod x11;
 
 use std::fmt::Write as _;
@@ -67,6 +72,39 @@ struct Args {
     /// x11: length of the idle CPU measurement in seconds (default 60, quick 5).
     #[arg(long)]
     idle_secs: Option<u64>,
+    /// Measure session management instead (issue 7): `rdhost connect A --dest B` to the moved
+    /// client's first frame of A, host CPU with N viewers of an animated x11 session, events
+    /// delivered to N subscribers while sessions log on and off. Needs an X server, xterm and
+    /// the rdhost-xprobe programs built next to rdhost.
+    #[arg(long)]
+    sessions_figures: bool,
+    /// sessions: only this figure.
+    #[arg(long, value_enum)]
+    only: Option<sessions::Figure>,
+    /// sessions: `connect` moves measured per desktop kind (default 20, quick 4).
+    #[arg(long)]
+    connects: Option<usize>,
+    /// sessions: viewer counts at which host CPU is measured (default 1,5,20; quick 1,3; 0 is
+    /// the animated session's own client alone).
+    #[arg(long, value_delimiter = ',')]
+    viewers: Option<Vec<usize>>,
+    /// sessions: length of each viewer CPU measurement in seconds (default 10, quick 3).
+    #[arg(long)]
+    viewer_secs: Option<u64>,
+    /// sessions: runs of the viewers figure as SIZE@FPS, the animated desktop's size and the
+    /// animation's frame rate (default 1024x768@60,640x400@30: the size of the x11 figures, and
+    /// one where a client alone takes every frame; quick 640x400@30).
+    #[arg(long, value_delimiter = ',', value_parser = parse_run)]
+    viewer_runs: Option<Vec<((u16, u16), u32)>>,
+    /// sessions: event subscribers (default 10, quick 3).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// sessions: sessions that log on and off during the events figure (default 100, quick 10).
+    #[arg(long)]
+    churn: Option<usize>,
+    /// sessions: of those, how many log on at the same time (default 10, quick 5).
+    #[arg(long)]
+    churn_parallel: Option<usize>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -97,6 +135,19 @@ async fn main() -> Result<()> {
     }
 }
 
+/// `WIDTHxHEIGHT@FPS`, each side 200..=8192 (what RDP allows), FPS 1..=240.
+fn parse_run(s: &str) -> Result<((u16, u16), u32), String> {
+    let bad = || format!("{s:?} is not SIZE@FPS like 1024x768@60 (each side 200..8192, 1..240 fps)");
+    let (size, fps) = s.split_once('@').ok_or_else(bad)?;
+    let (w, h) = size.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u16, u16) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    let fps: u32 = fps.trim().parse().map_err(|_| bad())?;
+    if [w, h].iter().any(|side| !(200..=8192).contains(side)) || !(1..=240).contains(&fps) {
+        return Err(bad());
+    }
+    Ok(((w, h), fps))
+}
+
 struct Settings {
     iterations: usize,
     chars: usize,
@@ -116,6 +167,27 @@ async fn run(args: &Args, bin: PathBuf) -> Result<()> {
         };
         let figures = x11::run(&bin, &settings).await?;
         x11::report(&figures);
+        return Ok(());
+    }
+    if args.sessions_figures {
+        let settings = sessions::SessionSettings {
+            connects: args.connects.unwrap_or(if q { 4 } else { 20 }),
+            viewers: {
+                let mut v = args.viewers.clone().unwrap_or(if q { vec![1, 3] } else { vec![1, 5, 20] });
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
+            viewer_secs: args.viewer_secs.unwrap_or(if q { 3 } else { 10 }),
+            viewer_runs: args.viewer_runs.clone().unwrap_or(if q { vec![((640, 400), 30)] } else { vec![((1024, 768), 60), ((640, 400), 30)] }),
+            subscribers: args.subscribers.unwrap_or(if q { 3 } else { 10 }).max(1),
+            churn_sessions: args.churn.unwrap_or(if q { 10 } else { 100 }).max(1),
+            churn_parallel: args.churn_parallel.unwrap_or(if q { 5 } else { 10 }).max(1),
+            only: args.only,
+        };
+        eprintln!("rdhost-bench: host binary {}", bin.display());
+        let figures = sessions::run(&bin, &settings).await?;
+        sessions::report(&figures);
         return Ok(());
     }
     let s = Settings {

@@ -21,6 +21,11 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.2)
 }
 
+/// CPU ticks (utime + stime) used so far by one process, its descendants not included.
+pub fn process_ticks(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.1)
+}
+
 fn all_pids() -> Vec<u32> {
     fs::read_dir("/proc")
         .map(|d| {
@@ -81,6 +86,22 @@ pub fn cpu_ticks(host: u32) -> HashMap<(u32, u64), u64> {
         .chain(descendants(host))
         .filter_map(|p| stat(p).map(|(_, t, start)| ((p, start), t)))
         .collect()
+}
+
+/// CPU ticks the whole machine has been busy so far (every CPU, every process and the kernel:
+/// /proc/stat's first line less idle and iowait), to tell what else ran during a measurement.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    Some(busy)
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails, the Linux default).

@@ -23,7 +23,7 @@ use crate::host::Host;
 use crate::{WAIT, median, num, percentile, procfs};
 
 /// The recorder's two colours (rdhost-xprobe): before the first key press and after it.
-const RECORDER_COLOURS: [[u8; 3]; 2] = [[0x33, 0x66, 0xcc], [0xcc, 0x66, 0x33]];
+pub(crate) const RECORDER_COLOURS: [[u8; 3]; 2] = [[0x33, 0x66, 0xcc], [0xcc, 0x66, 0x33]];
 
 pub struct X11Settings {
     pub presses: usize,
@@ -57,7 +57,7 @@ pub struct X11Figures {
 }
 
 /// A workspace binary next to the rdhost binary (the X test programs of crates/xprobe).
-fn probe_bin(rdhost: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn probe_bin(rdhost: &Path, name: &str) -> Result<PathBuf> {
     let path = rdhost.with_file_name(name);
     if !path.is_file() {
         bail!("{} not found: build the workspace (cargo build --release --workspace)", path.display());
@@ -77,7 +77,7 @@ async fn connect(host: &Host, user: &str, password: &str, size: (u16, u16)) -> R
     Ok(c)
 }
 
-fn near(a: [u8; 3], b: [u8; 3]) -> bool {
+pub(crate) fn near(a: [u8; 3], b: [u8; 3]) -> bool {
     (0..3).all(|i| a[i].abs_diff(b[i]) <= 24)
 }
 
@@ -126,7 +126,7 @@ async fn latency(bin: &Path, presses: usize) -> Result<Vec<f64>> {
 }
 
 /// The frame number `rdhost-xanimate` draws at the top-left of the screen.
-fn frame_number(c: &Client) -> Option<u16> {
+pub(crate) fn frame_number(c: &Client) -> Option<u16> {
     rdhost_xprobe::animate::read_frame_code(|x, y| {
         let [r, g, b] = c.pixel(u16::try_from(x).ok()?, u16::try_from(y).ok()?)?;
         Some(u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b))
