@@ -1085,33 +1085,12 @@ fn not_a_viewer(terminal: TerminalId) -> WtsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{T1, T2, T3, ready as active, t};
     use SessionEvent as E;
     use SessionState as S;
-    use std::time::Duration;
-
-    fn t(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-    const T1: TerminalId = TerminalId(1);
-    const T2: TerminalId = TerminalId(2);
-    const T3: TerminalId = TerminalId(3);
 
     fn table() -> SessionTable {
         SessionTable::new(Policy::default())
-    }
-
-    /// A new, ready, Active session for `user` on `terminal`; events drained.
-    fn active(
-        tab: &mut SessionTable,
-        user: &str,
-        terminal: TerminalId,
-        now: SystemTime,
-    ) -> SessionId {
-        let logon = tab.logon(user, terminal, None, now).unwrap();
-        assert_eq!(logon.kind, LogonKind::New);
-        tab.desktop_ready(logon.session, now).unwrap();
-        tab.drain_events();
-        logon.session
     }
 
     fn state(tab: &SessionTable, id: SessionId) -> SessionState {
