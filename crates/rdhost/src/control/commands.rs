@@ -95,6 +95,7 @@ pub struct MsgArgs {
     /// The message box's title [default: "Message from USER"].
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
+    /// Which buttons the box has.
     #[arg(long, value_enum, default_value = "ok")]
     pub buttons: MessageButtons,
     /// Dismiss the box after this many seconds (answer IDTIMEOUT 32000).
