@@ -44,6 +44,13 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Note what the client asked for; true when this terminal drives the desktop now.
+    fn remember(&self, note: impl FnOnce(&mut GateState)) -> bool {
+        let mut state = self.lock();
+        note(&mut state);
+        state.role == Role::Primary
+    }
+
     pub fn set_role(&self, role: Role) {
         self.lock().role = role;
     }
@@ -97,23 +104,13 @@ impl InputSink for Gate {
     }
 
     fn resize(&self, size: Size) {
-        let lead = {
-            let mut state = self.lock();
-            state.size = Some(size);
-            state.role == Role::Primary
-        };
-        if lead {
+        if self.remember(|state| state.size = Some(size)) {
             self.desktop.resize(size);
         }
     }
 
     fn keyboard_layout(&self, layout: KeyboardLayout) {
-        let lead = {
-            let mut state = self.lock();
-            state.layout = Some(layout);
-            state.role == Role::Primary
-        };
-        if lead {
+        if self.remember(|state| state.layout = Some(layout)) {
             self.desktop.set_keyboard_layout(layout);
         }
     }
