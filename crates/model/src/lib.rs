@@ -6,8 +6,10 @@
 //! operation) and acts on the decisions ([`Effect`]s) and [`SessionEvent`]s that come out.
 
 pub mod effect;
+pub mod invitation;
 pub mod permissions;
 pub mod session;
+pub mod sharing;
 pub mod throttle;
 pub mod wts;
 
@@ -15,10 +17,15 @@ pub mod wts;
 mod testing;
 
 pub use effect::{CloseReason, ControlLevel, Effect, Role, UnknownControlLevel};
+pub use invitation::{ConnectionString, ConnectionStringError, Listener};
 pub use permissions::{Caller, Permissions, perm};
 pub use session::{
     EVENT_QUEUE_CAPACITY, Ended, Logon, LogonError, LogonKind, ModelError, Policy, Session,
     SessionEvent, SessionId, SessionState, SessionTable, TerminalId, Viewer,
+};
+pub use sharing::{
+    Attendee, AttendeeId, DisconnectReason, Invitation, InvitationId, ParticipantNotice, Refusal,
+    RemovedNotice, ShareEffect, ShareError, ShareEvent, SharedRect, Sharing, SharingPolicy,
 };
 pub use throttle::{AuthThrottle, ThrottleConfig};
 pub use wts::{

@@ -485,6 +485,51 @@ impl SessionTable {
         effects
     }
 
+    /// A session for a desktop that already exists with its user at it (the display a sharer
+    /// shares): no primary terminal, and Active at once, since there is no desktop to start.
+    /// Reported as a logon whose desktop is ready: Create, Logon, StateChange Init → Active.
+    /// Attendees attach to it as viewers. Refused like a new logon when the host runs its
+    /// maximum number of sessions.
+    pub fn open_console(&mut self, user: &str, now: SystemTime) -> Result<SessionId, LogonError> {
+        if let Some(max) = self.policy.max_sessions
+            && self.sessions.len() >= max
+        {
+            return Err(LogonError::TooManySessions);
+        }
+        let id = self.next_id.ok_or(LogonError::TooManySessions)?;
+        self.next_id = id.checked_add(1);
+        let session = Session {
+            id,
+            user: user.to_owned(),
+            state: SessionState::Active,
+            primary: None,
+            viewers: Vec::new(),
+            shadowing: None,
+            logon_time: now,
+            connect_time: None,
+            disconnect_time: None,
+        };
+        self.sessions.insert(
+            id,
+            Entry {
+                session,
+                logged_on: true,
+                logoff_reason: None,
+            },
+        );
+        self.push(SessionEvent::Create { id });
+        self.push(SessionEvent::Logon {
+            id,
+            user: user.to_owned(),
+        });
+        self.push(SessionEvent::StateChange {
+            id,
+            from: SessionState::Init,
+            to: SessionState::Active,
+        });
+        Ok(id)
+    }
+
     /// The session a user without a requested id gets, if an existing one.
     fn pick_existing(&self, user: &str) -> Option<SessionId> {
         let mine = || {
