@@ -25,12 +25,16 @@ use ironrdp_pdu::rdp::multitransport::MultitransportResponsePdu;
 use ironrdp_pdu::x224::X224;
 use ironrdp_session::image::DecodedImage;
 use ironrdp_session::{ActiveStage, ActiveStageBuilder, ActiveStageOutput};
+use ironrdp_svc::{SvcMessage, SvcProcessorMessages};
 use ironrdp_tokio::{FramedWrite as _, TokioFramed};
+use rdhost_encomsp::{ControlChangeFlags, EncomspPdu};
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::connect::{self, REMOTEFX_CODEC_ID, Transport, is_hangup};
+use crate::encomsp::{EncomspClient, EncomspCounters, EncomspState, ParticipantState};
 use crate::keymap::{self, KeyStroke};
 use crate::wire::{self, Codec, PointerUpdate};
 use crate::{ClientConfig, ConnectError, SessionError};
@@ -71,11 +75,24 @@ pub struct PointerShape {
 /// Connects and runs the connection sequence up to the first activation, within
 /// [`ClientConfig::connect_timeout`].
 pub async fn connect(cfg: ClientConfig) -> Result<Client, ConnectError> {
-    let connected = match tokio::time::timeout(cfg.connect_timeout, connect::run(&cfg)).await {
-        Ok(result) => result?,
-        Err(_) => return Err(ConnectError::Timeout),
-    };
-    Ok(Client::new(connected))
+    finish(connect::run(&cfg), &cfg).await
+}
+
+/// Runs the connection sequence over a TCP connection that already exists, within
+/// [`ClientConfig::connect_timeout`]: reverse connect, where a sharer dialled in to a viewer's
+/// listener. The other end is the RDP server all the same; `cfg.addr` is not used.
+pub async fn connect_over(stream: TcpStream, cfg: ClientConfig) -> Result<Client, ConnectError> {
+    finish(connect::run_over(stream, &cfg), &cfg).await
+}
+
+async fn finish(
+    sequence: impl Future<Output = Result<connect::Connected, ConnectError>>,
+    cfg: &ClientConfig,
+) -> Result<Client, ConnectError> {
+    match tokio::time::timeout(cfg.connect_timeout, sequence).await {
+        Ok(result) => Ok(Client::new(result?)),
+        Err(_) => Err(ConnectError::Timeout),
+    }
 }
 
 /// A connected RDP session: a decoded framebuffer that follows the server's updates (when
@@ -105,6 +122,7 @@ pub struct Client {
     pointer: Pointer,
     pointer_updates: BTreeMap<PointerUpdate, u64>,
     pointer_scratch: Vec<PointerUpdate>,
+    encomsp: EncomspState,
 }
 
 fn fastpath_input_allowed(flags: InputFlags) -> bool {
@@ -163,6 +181,7 @@ impl Client {
             pointer: Pointer::Default,
             pointer_updates: BTreeMap::new(),
             pointer_scratch: Vec::new(),
+            encomsp: EncomspState::default(),
         }
     }
 
@@ -229,6 +248,66 @@ impl Client {
     /// The pointer updates received so far: each kind with how many came.
     pub fn pointer_updates_seen(&self) -> Vec<(PointerUpdate, u64)> {
         self.pointer_updates.iter().map(|(&k, &n)| (k, n)).collect()
+    }
+
+    /// What the sharer last told us about ourselves (OD_PARTICIPANT_CREATED with
+    /// IS_PARTICIPANT): our id and control level. `None` before it said anything, or after it
+    /// removed us. Assistance mode only.
+    pub fn participant(&self) -> Option<ParticipantState> {
+        self.encomsp.participant
+    }
+
+    /// Whether the sharer paused the picture (GRAPHICS_STREAM_PAUSED, until RESUMED).
+    pub fn graphics_paused(&self) -> bool {
+        self.encomsp.graphics_paused
+    }
+
+    /// The encomsp PDUs seen and sent so far.
+    pub fn encomsp_counters(&self) -> EncomspCounters {
+        self.encomsp.counters
+    }
+
+    /// Asks the sharer for a control level (OD_PARTICIPANT_CTRL_CHANGE): to view, and to
+    /// interact too when `interactive`. Participant id 0, as xfreerdp sends it: the sharer knows
+    /// us by our connection. The answer, if any, is a new [`participant`](Self::participant).
+    /// Fails with [`SessionError::Unavailable`] unless we connected in assistance mode.
+    pub async fn request_control(&mut self, interactive: bool) -> Result<(), SessionError> {
+        self.ensure_open()?;
+        let mut flags = ControlChangeFlags::REQUEST_VIEW;
+        if interactive {
+            flags = flags | ControlChangeFlags::REQUEST_INTERACT;
+        }
+        let pdu = EncomspPdu::ParticipantCtrlChange {
+            flags,
+            participant_id: 0,
+        };
+        if self.stage.get_svc_processor::<EncomspClient>().is_none() {
+            return Err(SessionError::Unavailable(
+                "no encomsp channel: connect as an attendee (ClientConfig::assistance)".into(),
+            ));
+        }
+        let frame = self
+            .stage
+            .process_svc_processor_messages(SvcProcessorMessages::<EncomspClient>::new(vec![
+                SvcMessage::from(pdu.encode()),
+            ]))
+            .map_err(|e| SessionError::Unavailable(format!("encomsp channel: {}", e.report())))?;
+        self.send(&frame).await?;
+        self.encomsp.counters.control_requests_sent += 1;
+        Ok(())
+    }
+
+    /// Take what the encomsp channel decoded from the last PDU.
+    fn take_encomsp(&mut self) {
+        let Some(channel) = self.stage.get_svc_processor_mut::<EncomspClient>() else {
+            return;
+        };
+        let (pdus, malformed) = channel.take();
+        self.encomsp.counters.malformed += malformed;
+        for pdu in pdus {
+            debug!(?pdu, "encomsp");
+            self.encomsp.apply(pdu);
+        }
     }
 
     /// Whether the server opened the display control channel and sent its capabilities, so that
@@ -358,6 +437,9 @@ impl Client {
             .stage
             .process(&mut self.image, action, frame, self.framed.last_read_at())
             .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
+        if action == Action::X224 {
+            self.take_encomsp();
+        }
         self.handle_outputs(outputs).await
     }
 

@@ -12,6 +12,17 @@ pub enum Security {
     Negotiate,
 }
 
+/// Joining a shared desktop as an attendee (Windows Desktop Sharing / Remote Assistance style),
+/// as `xfreerdp inv.msrcIncident /assistance:PASSWORD` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assistance {
+    /// The invitation's ticket (the `<A ID>` of its connection string); sent as the Client Info
+    /// WorkingDir.
+    pub ticket: String,
+    /// The invitation's password; sent as the Client Info AlternateShell.
+    pub password: String,
+}
+
 /// Everything [`connect`](crate::connect) needs.
 ///
 /// `ClientConfig::new(addr, user, password)` (or `..Default::default()`) fills in the rest.
@@ -32,11 +43,35 @@ pub struct ClientConfig {
     pub keyboard_layout: u32,
     /// Limit for the whole connection sequence, TCP connect to first activation.
     pub connect_timeout: Duration,
-    /// Sent to the server; truncated to 15 characters by the protocol.
+    /// Sent to the server; truncated to 15 characters by the protocol. A sharer may show it.
     pub client_name: String,
+    /// Connect as an attendee of a shared desktop: the Client Info carries the ticket and the
+    /// invitation's password, `password` is replaced by `"*"`, `username` is the attendee's name
+    /// (may be empty), and the `encomsp` channel is requested. TLS only, whatever `security`
+    /// says: there is no account for NLA to prove (FreeRDP's assistance mode does the same).
+    pub assistance: Option<Assistance>,
 }
 
 impl ClientConfig {
+    /// An attendee of the shared desktop at `addr`, named `name` (may be empty), admitted with
+    /// an invitation's `ticket` and `password`.
+    pub fn attendee(
+        addr: SocketAddr,
+        name: impl Into<String>,
+        ticket: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            addr,
+            username: name.into(),
+            assistance: Some(Assistance {
+                ticket: ticket.into(),
+                password: password.into(),
+            }),
+            ..Self::default()
+        }
+    }
+
     pub fn new(addr: SocketAddr, username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             addr,
@@ -61,6 +96,7 @@ impl Default for ClientConfig {
             keyboard_layout: 0x409,
             connect_timeout: Duration::from_secs(20),
             client_name: "rdhost-client".to_owned(),
+            assistance: None,
         }
     }
 }

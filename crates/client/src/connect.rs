@@ -1,5 +1,6 @@
-//! The connection sequence: TCP, optional pre-connection PDU, X.224 negotiation, TLS, optional
-//! CredSSP, then the rest of the sequence up to the first activation.
+//! The connection sequence: TCP (dialled by us, or by the sharer in reverse connect), optional
+//! pre-connection PDU, X.224 negotiation, TLS, optional CredSSP, then the rest of the sequence
+//! up to the first activation.
 //!
 //! We drive IronRDP's sans-I/O `ClientConnector` ourselves instead of calling
 //! `ironrdp_async::connect_begin/connect_finalize` because we must see every PDU: the numeric
@@ -32,6 +33,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use crate::encomsp::EncomspClient;
+use crate::error::error_info_detail;
 use crate::wire::{self, Counted};
 use crate::{ClientConfig, ConnectError, Security, errinfo, tls};
 
@@ -63,9 +66,28 @@ pub(crate) fn advertised_codecs() -> BitmapCodecs {
 
 fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
     let (enable_tls, enable_credssp) = match cfg.security {
+        // An attendee has no account to prove: FreeRDP turns NLA off in assistance mode too.
+        _ if cfg.assistance.is_some() => (true, false),
         Security::Tls => (true, false),
         Security::Nla => (false, true),
         Security::Negotiate => (true, true),
+    };
+    // Assistance mode, as FreeRDP sends it: Password "*", the invitation's password as the
+    // AlternateShell, its ticket as the WorkingDir; autologon when a name is given.
+    let (password, alternate_shell, work_dir, autologon) = match &cfg.assistance {
+        Some(a) => (
+            "*".to_owned(),
+            a.password.clone(),
+            a.ticket.clone(),
+            !cfg.username.is_empty(),
+        ),
+        // Like xfreerdp with /p: the credentials we send are meant to log us straight in.
+        None => (
+            cfg.password.clone(),
+            String::new(),
+            String::new(),
+            !cfg.password.is_empty(),
+        ),
     };
     ironrdp_connector::Config {
         desktop_size: DesktopSize {
@@ -84,7 +106,7 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         enable_standard_rdp_security: false,
         credentials: Credentials::UsernamePassword {
             username: cfg.username.clone(),
-            password: cfg.password.clone(),
+            password,
         },
         domain: cfg.domain.clone(),
         client_build: 0,
@@ -102,15 +124,14 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         }),
         dig_product_id: String::new(),
         client_dir: String::new(),
-        alternate_shell: String::new(),
-        work_dir: String::new(),
+        alternate_shell,
+        work_dir,
         remote_application_mode: false,
         rail_support_level: RailSupportLevel::empty(),
         platform: MajorPlatformType::UNIX,
         hardware_id: None,
         request_data: None,
-        // Like xfreerdp with /p: the credentials we send are meant to log us straight in.
-        autologon: !cfg.password.is_empty(),
+        autologon,
         enable_audio_playback: false,
         enable_audio_capture: false,
         performance_flags: PerformanceFlags::default(),
@@ -134,14 +155,26 @@ pub(crate) struct Connected {
     pub error_info: Option<u32>,
 }
 
+/// Dial `cfg.addr` and run the sequence.
 pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
-    let bytes_read = Arc::new(AtomicU64::new(0));
     let tcp = TcpStream::connect(cfg.addr)
         .await
         .map_err(ConnectError::Io)?;
+    run_over(tcp, cfg).await
+}
+
+/// Run the sequence over a connected socket, whoever dialled it: the other end is the server
+/// (in reverse connect the sharer dialled us, and is still the RDP server). `cfg.addr` is not
+/// used.
+pub(crate) async fn run_over(
+    tcp: TcpStream,
+    cfg: &ClientConfig,
+) -> Result<Connected, ConnectError> {
+    let bytes_read = Arc::new(AtomicU64::new(0));
     // Input events are tiny and latency-sensitive; do not let Nagle hold them back.
     tcp.set_nodelay(true).map_err(ConnectError::Io)?;
     let local_addr = tcp.local_addr().map_err(ConnectError::Io)?;
+    let server_addr = tcp.peer_addr().map_err(ConnectError::Io)?;
     let mut stream = Counted::new(tcp, Arc::clone(&bytes_read));
 
     if let Some(id) = cfg.session_id {
@@ -155,6 +188,9 @@ pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
         .with_dynamic_channel(DisplayControlClient::new(|_caps| Ok(Vec::new())));
     let mut connector =
         ClientConnector::new(connector_config(cfg), local_addr).with_static_channel(drdynvc);
+    if cfg.assistance.is_some() {
+        connector.attach_static_channel(EncomspClient::default());
+    }
     let mut error_info = None;
 
     // X.224 negotiation, in the clear.
@@ -175,7 +211,7 @@ pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
 
     let tls = tls::connector()
         .connect(
-            rustls::pki_types::ServerName::IpAddress(cfg.addr.ip().into()),
+            rustls::pki_types::ServerName::IpAddress(server_addr.ip().into()),
             stream,
         )
         .await
@@ -200,7 +236,7 @@ pub(crate) async fn run(cfg: &ClientConfig) -> Result<Connected, ConnectError> {
         credssp(
             &mut framed,
             &mut connector,
-            server_name(cfg.addr),
+            server_name(server_addr),
             server_public_key,
         )
         .await?;
@@ -279,7 +315,7 @@ impl StepError {
         if let Some(code) = error_info {
             if errinfo::is_access_denied(code) {
                 return ConnectError::AuthenticationFailed {
-                    detail: Some(format!("error info 0x{code:X} ({})", errinfo::name(code))),
+                    detail: Some(error_info_detail(code)),
                 };
             }
             return ConnectError::Refused {
@@ -457,6 +493,42 @@ mod tests {
                     .all(|c| CodecId::from_u8(c.id) != Some(private))
             );
         }
+    }
+
+    #[test]
+    fn assistance_mode_sends_ticket_and_password_like_freerdp() {
+        let mut cfg = ClientConfig::attendee(
+            "127.0.0.1:3389".parse().unwrap(),
+            "Expert",
+            "ticket-123",
+            "inv-pw",
+        );
+        cfg.security = Security::Nla;
+        cfg.password = "ignored".into();
+        let c = connector_config(&cfg);
+        assert_eq!(
+            (c.work_dir.as_str(), c.alternate_shell.as_str()),
+            ("ticket-123", "inv-pw")
+        );
+        match &c.credentials {
+            Credentials::UsernamePassword { username, password } => {
+                assert_eq!((username.as_str(), password.as_str()), ("Expert", "*"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(c.autologon, "a name and the \"*\" password");
+        assert_eq!(
+            (c.enable_tls, c.enable_credssp),
+            (true, false),
+            "no NLA for attendees"
+        );
+
+        cfg.username.clear();
+        let c = connector_config(&cfg);
+        assert!(!c.autologon, "no name, no autologon");
+
+        let plain = connector_config(&ClientConfig::new(cfg.addr, "u", "p"));
+        assert!(plain.work_dir.is_empty() && plain.alternate_shell.is_empty());
     }
 
     #[test]

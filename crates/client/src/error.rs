@@ -37,6 +37,36 @@ pub enum ConnectError {
     Timeout,
 }
 
+/// How an access-denied Set Error Info reads in [`ConnectError::AuthenticationFailed`]'s detail;
+/// [`ConnectError::error_info`] reads the code back from it.
+const ERROR_INFO_PREFIX: &str = "error info 0x";
+
+pub(crate) fn error_info_detail(code: u32) -> String {
+    format!("{ERROR_INFO_PREFIX}{code:X} ({})", errinfo::name(code))
+}
+
+impl ConnectError {
+    /// The Set Error Info code the server sent when it refused us during the connection
+    /// sequence, whichever variant that made this (`Refused`, or `AuthenticationFailed` for
+    /// the access-denied codes). A refusal right after the sequence shows up on the client's
+    /// first pump instead, as [`SessionError::Closed`].
+    pub fn error_info(&self) -> Option<u32> {
+        match self {
+            ConnectError::Refused { error_info } => *error_info,
+            ConnectError::AuthenticationFailed {
+                detail: Some(detail),
+            } => {
+                let hex = detail.strip_prefix(ERROR_INFO_PREFIX)?;
+                let end = hex
+                    .find(|c: char| !c.is_ascii_hexdigit())
+                    .unwrap_or(hex.len());
+                u32::from_str_radix(&hex[..end], 16).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Why a connected [`Client`](crate::Client) call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -70,5 +100,38 @@ impl SessionError {
     /// Whether the server ended the session (with or without an error info code).
     pub fn is_closed(&self) -> bool {
         matches!(self, SessionError::Closed { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_code_is_readable_from_every_refusal() {
+        let denied = ConnectError::AuthenticationFailed {
+            detail: Some(error_info_detail(0x9)),
+        };
+        assert_eq!(denied.error_info(), Some(0x9));
+        assert_eq!(
+            denied.to_string(),
+            "authentication failed: error info 0x9 (ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES)"
+        );
+        assert_eq!(
+            ConnectError::Refused {
+                error_info: Some(0x10C9)
+            }
+            .error_info(),
+            Some(0x10C9)
+        );
+        assert_eq!(
+            ConnectError::Refused { error_info: None }.error_info(),
+            None
+        );
+        let nla = ConnectError::AuthenticationFailed {
+            detail: Some("NLA: server returned NTSTATUS 0xC000006D".into()),
+        };
+        assert_eq!(nla.error_info(), None, "an NTSTATUS is no error info");
+        assert_eq!(ConnectError::Timeout.error_info(), None);
     }
 }

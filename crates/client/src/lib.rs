@@ -1,6 +1,8 @@
 //! A headless RDP client: connects, decodes to RGBA, sends keys and mouse, saves PNGs.
 //!
-//! Used by the integration tests, the benchmarks and (later) `rdhost view`. Built on IronRDP's
+//! Used by the integration tests, the benchmarks and `rdhost view`. As an attendee of a shared
+//! desktop ([`ClientConfig::assistance`]) it speaks MS-RDPEMC on the `encomsp` channel, and
+//! [`connect_over`] runs over a connection the sharer dialled (reverse connect). Built on IronRDP's
 //! client crates (connector / session), with the bits tests need that those do not expose:
 //! the numeric Set Error Info code, a pre-connection PDU, byte and frame counters, and which
 //! codec the server chose.
@@ -20,13 +22,15 @@
 mod client;
 mod config;
 mod connect;
+mod encomsp;
 pub mod errinfo;
 mod error;
 pub mod keymap;
 mod tls;
 mod wire;
 
-pub use client::{Button, Client, Pointer, PointerShape, connect};
-pub use config::{ClientConfig, Security};
+pub use client::{Button, Client, Pointer, PointerShape, connect, connect_over};
+pub use config::{Assistance, ClientConfig, Security};
+pub use encomsp::{EncomspCounters, ParticipantState};
 pub use error::{ConnectError, SessionError};
 pub use wire::{Codec, PointerUpdate, preconnection_pdu};

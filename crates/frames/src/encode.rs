@@ -69,8 +69,10 @@ impl Encoder {
         self.profile
     }
 
-    /// The horizontal alignment this profile needs for a rectangle's x and width (planar
-    /// bitmaps must be a multiple of 4 pixels wide).
+    /// The horizontal alignment this profile wants for a rectangle's x and width: planar
+    /// bitmaps must be a multiple of 4 pixels wide. Widen rectangles with real pixels where the
+    /// screen has them; a rectangle that cannot be (at a screen's unaligned right edge) is still
+    /// encoded, in a bitmap padded past it of which clients draw only the rectangle.
     pub fn x_alignment(&self) -> u16 {
         match self.profile {
             CodecProfile::Planar => 4,
@@ -116,8 +118,9 @@ impl Encoder {
             }
         }
         if let CodecProfile::Planar = self.profile {
-            // A planar BitmapData carries its uncompressed size in 16 bits.
-            rows = rows.min(usize::from(u16::MAX) / row_bytes).max(1);
+            // A planar BitmapData carries its uncompressed size (of the padded bitmap) in 16 bits.
+            let padded_row_bytes = usize::from(planar_width(region.rect.width)) * BYTES_PER_PIXEL;
+            rows = rows.min(usize::from(u16::MAX) / padded_row_bytes).max(1);
         }
         let height = usize::from(region.rect.height);
         if rows >= height {
@@ -171,10 +174,32 @@ fn surface_bits(region: &CanvasUpdate, codec_id: u8, data: &[u8], out: &mut Vec<
     Ok(())
 }
 
+/// A planar bitmap's width for a rectangle `width` pixels wide: the next multiple of 4 (the
+/// bitmap's scan width must be one).
+fn planar_width(width: u16) -> u16 {
+    width.div_ceil(4).saturating_mul(4)
+}
+
 fn planar_bitmap(region: &CanvasUpdate, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let r = region.rect;
-    let (width, height) = (usize::from(r.width), usize::from(r.height));
-    let rows_bottom_up = || region.pixels.chunks(width * BYTES_PER_PIXEL).rev().flat_map(|row| row.chunks(BYTES_PER_PIXEL));
+    let bitmap_width = planar_width(r.width);
+    let row_bytes = usize::from(r.width) * BYTES_PER_PIXEL;
+    let whole = r.width > 0 && r.height > 0 && region.pixels.len() == row_bytes * usize::from(r.height);
+    // The padded bitmap's size must fit the 16-bit field that carries it.
+    let uncompressed_size = u16::try_from(u32::from(bitmap_width) * 4 * u32::from(r.height)).ok().filter(|_| whole).ok_or_else(|| {
+        EncodeError::Codec { what: "planar bitmap", detail: format!("a {}x{} rectangle does not fit one bitmap", r.width, r.height) }
+    })?;
+    let (width, height) = (usize::from(bitmap_width), usize::from(r.height));
+    let pad = usize::from(bitmap_width - r.width);
+    // Rows are padded by repeating their last pixel (cheap to compress); the destination
+    // rectangle below stays the real one, so clients draw none of the padding (MS-RDPBCGR
+    // 2.2.9.1.1.3.1.2.2: the bitmap is `width` wide, drawn at destLeft..=destRight).
+    let rows_bottom_up = || {
+        region.pixels.chunks(row_bytes).rev().flat_map(move |row| {
+            let last = &row[row.len() - BYTES_PER_PIXEL..];
+            row.chunks(BYTES_PER_PIXEL).chain(std::iter::repeat_n(last, pad))
+        })
+    };
     let mut encoder = BitmapStreamEncoder::new(width, height);
     // RLE can expand incompressible planes slightly beyond raw size.
     let mut buf = vec![0u8; width * height * 3 + 1024];
@@ -185,17 +210,16 @@ fn planar_bitmap(region: &CanvasUpdate, out: &mut Vec<u8>) -> Result<(), EncodeE
             true,
         )
         .map_err(|e| EncodeError::Codec { what: "planar bitmap", detail: format!("{e:?}") })?;
-    let row_len = r.width * 4;
     let data = BitmapData {
         rectangle: InclusiveRectangle { left: r.x, top: r.y, right: r.x + r.width - 1, bottom: r.y + r.height - 1 },
-        width: r.width,
+        width: bitmap_width,
         height: r.height,
         bits_per_pixel: 32,
         compression_flags: Compression::BITMAP_COMPRESSION,
         compressed_data_header: Some(CompressedDataHeader {
             main_body_size: len as u16,
-            scan_width: r.width,
-            uncompressed_size: row_len * r.height,
+            scan_width: bitmap_width,
+            uncompressed_size,
         }),
         bitmap_data: &buf[..len],
     };

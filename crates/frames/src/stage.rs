@@ -1,8 +1,8 @@
 //! The stage between one desktop and the terminals that show it.
 //!
 //! Every terminal showing a desktop takes a [`Feed`] from the desktop's [`Stage`]. Feeds with
-//! the same [`FeedProfile`] (codec and request-size limit, everything that changes the bytes)
-//! form a group, and a group has ONE canvas subscription and ONE [`Encoder`]: each change of the
+//! the same [`FeedProfile`] (codec, request-size limit and region: everything that changes the
+//! bytes) form a group, and a group has ONE canvas subscription and ONE [`Encoder`]: each change of the
 //! canvas is encoded once per profile, however many terminals show it.
 //!
 //! # How a group works
@@ -24,12 +24,20 @@
 //! - **Joining.** A feed that joins a group which has not encoded yet gets the group's first
 //!   encode, which is the whole screen (a new canvas subscription starts with the whole canvas
 //!   as damage). A feed that joins later has missed the whole screen and gets it privately.
-//! - **Sizes.** Every update says the canvas size it was encoded at. Whenever that size differs
-//!   from the previous update's (and for the first update), the update repaints the whole
-//!   screen, so a terminal that reactivates at the new size can write it as it is.
+//! - **Sizes.** Every update says the size it was encoded at (the canvas', or its region's, see
+//!   [`Feed::size`]). Whenever that size differs from the previous update's (and for the first
+//!   update), the update repaints the whole screen, so a terminal that reactivates at the new
+//!   size can write it as it is.
 //! - **Errors.** A failed shared encode is reported once to each feed that reaches it and its
 //!   damage is dropped, as a terminal's own failed encode always was: retrying the same pixels
 //!   with the same encoder would fail again.
+//!
+//! - **Regions.** A profile with a region (Desktop Sharing's shared rectangle) shows only that
+//!   part of the desktop, as if it were a desktop of its own: sizes, damage, refreshes and
+//!   encoded coordinates are all relative to the region's top-left corner, and damage outside
+//!   it costs no encode. A region reaching past the desktop's edges shows the part inside; a
+//!   region wholly outside shows black at the region's size, never the rest of the desktop
+//!   (it was not shared).
 //!
 //! Private encodes use a fresh encoder each time. That is sound for every profile: encoded
 //! updates carry no state from one to the next (RemoteFX image-mode messages repeat their
@@ -40,6 +48,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{Canvas, CanvasUpdate, Damage, Frame, Rect, Size, Subscription};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,6 +62,114 @@ pub struct FeedProfile {
     pub codec: CodecProfile,
     /// The client's MultifragmentUpdate limit: it decides how updates are cut into strips.
     pub max_request_size: u32,
+    /// The part of the desktop shown, in desktop coordinates (the shared rectangle of Desktop
+    /// Sharing); `None`: the whole desktop. See [`Feed::size`] for a region that does not fit.
+    pub region: Option<Rect>,
+}
+
+impl FeedProfile {
+    /// The whole desktop, for a terminal with this codec and request-size limit.
+    pub const fn new(codec: CodecProfile, max_request_size: u32) -> Self {
+        Self { codec, max_request_size, region: None }
+    }
+
+    /// The same, showing only `region` of the desktop (`None`: all of it).
+    pub const fn with_region(self, region: Option<Rect>) -> Self {
+        Self { region, ..self }
+    }
+}
+
+/// What a feed shows of the canvas at one canvas size: `at` (canvas coordinates) appears at
+/// (0,0) of the terminal's screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    at: Rect,
+    /// The region lies wholly outside the canvas: `at` has the region's size and shows black.
+    dark: bool,
+}
+
+impl View {
+    fn new(canvas: Size, region: Option<Rect>) -> View {
+        let whole = canvas.rect();
+        let Some(region) = region else {
+            return View { at: whole, dark: false };
+        };
+        let shown = region.intersect(whole);
+        if shown.is_empty() {
+            // Never fall back to the whole desktop: the sharer did not share it.
+            View { at: Rect::new(region.x, region.y, region.width.max(1), region.height.max(1)), dark: true }
+        } else {
+            View { at: shown, dark: false }
+        }
+    }
+
+    fn size(self) -> Size {
+        Size::new(self.at.width, self.at.height)
+    }
+
+    /// The part of a canvas rectangle this view shows, in the view's coordinates.
+    fn project(self, rect: Rect) -> Rect {
+        let shown = if self.dark { Rect::new(0, 0, 0, 0) } else { rect.intersect(self.at) };
+        if shown.is_empty() {
+            return Rect::new(0, 0, 0, 0);
+        }
+        Rect::new(shown.x - self.at.x, shown.y - self.at.y, shown.width, shown.height)
+    }
+
+    /// The pixels of `rect` (view coordinates, inside the view): from `taken` when one of its
+    /// updates holds them (the same snapshot as the damage), else read from the canvas now.
+    /// `None` when the canvas shrank under us (its resize brings a repaint of its own).
+    fn pixels(self, rect: Rect, taken: &mut [CanvasUpdate], canvas: &Canvas) -> Option<Vec<u8>> {
+        let bytes = rect.area() as usize * BYTES_PER_PIXEL;
+        if self.dark {
+            return Some(vec![0; bytes]);
+        }
+        // `at` lies inside the canvas and `rect` inside `at`: this does not overflow.
+        let wanted = Rect::new(rect.x.saturating_add(self.at.x), rect.y.saturating_add(self.at.y), rect.width, rect.height);
+        let whole = |u: &CanvasUpdate| u.pixels.len() == u.rect.area() as usize * BYTES_PER_PIXEL;
+        if let Some(update) = taken.iter_mut().find(|u| u.rect == wanted && whole(u)) {
+            return Some(std::mem::take(&mut update.pixels));
+        }
+        if let Some(update) = taken.iter().find(|u| contains(u.rect, wanted) && whole(u)) {
+            return Some(crop(update, wanted));
+        }
+        let pixels = canvas.read(wanted);
+        (pixels.len() == bytes).then_some(pixels)
+    }
+}
+
+/// Widen `rect` (inside a screen `width` wide) with pixels of the screen so that an encoder
+/// wanting widths in multiples of `align` can take it: x and width are aligned where the screen
+/// allows; at the right edge the rectangle ends there and grows left just enough; a rectangle
+/// spanning the whole (unaligned) width, or already a multiple of `align` wide, stays as it is.
+/// The encoder pads what is left unaligned (see [`Encoder::x_alignment`]).
+fn fit(rect: Rect, align: u16, width: u16) -> Rect {
+    let (a, width) = (u32::from(align), u32::from(width));
+    if a <= 1 || rect.is_empty() || width < a || u32::from(rect.width) % a == 0 {
+        return rect;
+    }
+    let left = u32::from(rect.x) / a * a;
+    let right = rect.right().div_ceil(a) * a;
+    let (left, w) = if right <= width {
+        (left, right - left)
+    } else {
+        let w = width.saturating_sub(u32::from(rect.x)).div_ceil(a).saturating_mul(a).min(width);
+        (width - w, w)
+    };
+    Rect::new(left as u16, rect.y, w as u16, rect.height)
+}
+
+/// The pixels of `rect` out of `update`, which contains it and has all its pixels.
+fn crop(update: &CanvasUpdate, rect: Rect) -> Vec<u8> {
+    let stride = usize::from(update.rect.width) * BYTES_PER_PIXEL;
+    let row = usize::from(rect.width) * BYTES_PER_PIXEL;
+    let dx = usize::from(rect.x - update.rect.x) * BYTES_PER_PIXEL;
+    let dy = usize::from(rect.y - update.rect.y);
+    let mut out = Vec::with_capacity(row * usize::from(rect.height));
+    for y in dy..dy + usize::from(rect.height) {
+        out.extend_from_slice(&update.pixels[y * stride + dx..y * stride + dx + row]);
+    }
+    out
 }
 
 /// Encodes done so far and feeds attached, for tests and benchmarks.
@@ -87,9 +204,10 @@ pub struct ProfileStats {
     pub retained_deltas: usize,
 }
 
-/// Fast-path update bytes for one terminal, to be written in order. `size` is the canvas size
-/// they were encoded at: when it differs from the previous update's, the parts repaint the whole
-/// screen at that size (a terminal showing another size reactivates first, then writes them).
+/// Fast-path update bytes for one terminal, to be written in order. `size` is the screen size
+/// they were encoded at (the canvas', or its region's, see [`Feed::size`]): when it differs
+/// from the previous update's, the parts repaint the whole screen at that size (a terminal
+/// showing another size reactivates first, then writes them).
 #[derive(Debug, Clone)]
 pub struct Update {
     pub size: Size,
@@ -150,13 +268,17 @@ struct GroupState {
 struct Worker {
     subscription: Subscription,
     encoder: Encoder,
+    /// The view of the last shared encode, `None` before the first: an encode at another view
+    /// (the first, or the canvas resized) repaints the whole view.
+    view: Option<View>,
 }
 
 /// One shared encode.
 struct Delta {
     seq: u64,
     size: Size,
-    /// The rectangles encoded (aligned as the encoder needs), exactly: coverage is judged on them.
+    /// The rectangles encoded (aligned as the encoder needs, in the view's coordinates),
+    /// exactly: coverage is judged on them.
     rects: Vec<Rect>,
     /// The encoded bytes while this is the head; `None` once superseded or when encoding failed.
     bytes: Option<Arc<[u8]>>,
@@ -191,7 +313,7 @@ impl Stage {
         let mut missed = Damage::new();
         // Before the group's first encode, that encode is the whole screen: wait for it.
         if seen > 0 {
-            missed.add(canvas.size().rect());
+            missed.add(View::new(canvas.size(), profile.region).size().rect());
         }
         Feed {
             stage: self.clone(),
@@ -202,6 +324,7 @@ impl Stage {
             missed,
             shown: None,
             paused: false,
+            hidden: false,
             private: None,
         }
     }
@@ -234,7 +357,7 @@ impl Stage {
 
 impl Group {
     fn new(profile: FeedProfile, canvas: &Arc<Canvas>, totals: &Arc<Counters>) -> Group {
-        let worker = Worker { subscription: canvas.subscribe(), encoder: Encoder::new(profile.codec, profile.max_request_size) };
+        let worker = Worker { subscription: canvas.subscribe(), encoder: Encoder::new(profile.codec, profile.max_request_size), view: None };
         Group {
             profile,
             canvas: Arc::clone(canvas),
@@ -254,11 +377,23 @@ impl Group {
         // A panicking encoder must not take the group down with it: every feed would wait forever.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let frame = worker.subscription.take_aligned(align)?;
-            taken = Some((frame.size, frame.regions.iter().map(|r| r.rect).collect()));
-            Some(worker.encoder.encode(&frame))
+            let view = View::new(frame.size, self.profile.region);
+            let whole = worker.view != Some(view);
+            let regions = view_updates(view, frame.regions, whole, align, &self.canvas);
+            // Damage only outside the region: nothing to encode, nothing to publish.
+            if regions.is_empty() {
+                return None;
+            }
+            if whole && view.dark {
+                warn!(region = ?self.profile.region, canvas = ?frame.size, "the shared region lies outside the desktop; its viewers see black");
+            }
+            worker.view = Some(view);
+            taken = Some((view.size(), regions.iter().map(|r| r.rect).collect()));
+            Some(worker.encoder.encode(&Frame { size: view.size(), resized: whole, regions }))
         }));
         let outcome = outcome.unwrap_or_else(|_| {
             worker.encoder = Encoder::new(self.profile.codec, self.profile.max_request_size);
+            worker.view = None;
             Some(Err(EncodeError::Codec { what: "shared frame", detail: "the encoder panicked".into() }))
         });
         let mut state = lock(&self.state);
@@ -289,6 +424,28 @@ impl Group {
     }
 }
 
+/// What a shared encode sends, in the view's coordinates: the damage `taken` from the canvas
+/// (canvas coordinates, aligned by the canvas) clipped to the view and aligned within it, or
+/// the whole view.
+fn view_updates(view: View, mut taken: Vec<CanvasUpdate>, whole: bool, align: u16, canvas: &Canvas) -> Vec<CanvasUpdate> {
+    let width = view.size().width;
+    if whole {
+        let rect = view.size().rect();
+        return view.pixels(rect, &mut taken, canvas).map(|pixels| CanvasUpdate { rect, pixels }).into_iter().collect();
+    }
+    let mut out = Vec::with_capacity(taken.len());
+    for mut update in taken {
+        let rect = fit(view.project(update.rect), align, width);
+        if rect.is_empty() {
+            continue;
+        }
+        if let Some(pixels) = view.pixels(rect, std::slice::from_mut(&mut update), canvas) {
+            out.push(CanvasUpdate { rect, pixels });
+        }
+    }
+    out
+}
+
 /// One terminal's view of the stage. Dropping it leaves the stage.
 pub struct Feed {
     stage: Stage,
@@ -301,6 +458,9 @@ pub struct Feed {
     /// The size of the last update given, `None` before the first.
     shown: Option<Size>,
     paused: bool,
+    /// Shown nothing at all, whatever `paused` says (a sharing attendee at control level none):
+    /// the terminal pauses and resumes for its own reasons, this stays.
+    hidden: bool,
     done: watch::Receiver<u64>,
     changes: watch::Receiver<u64>,
     /// A private encode under way: its result is this feed's next update, even if the call
@@ -324,9 +484,11 @@ impl Feed {
         self.group.profile
     }
 
-    /// The canvas size now.
+    /// The size of what this feed shows now: the canvas', or its region's. A region reaching
+    /// past the canvas shows the part inside it; a region wholly outside shows black at the
+    /// region's own size (at least 1x1), never the rest of the desktop.
     pub fn size(&self) -> Size {
-        self.group.canvas.size()
+        View::new(self.group.canvas.size(), self.group.profile.region).size()
     }
 
     pub fn stage(&self) -> &Stage {
@@ -342,7 +504,7 @@ impl Feed {
     ///
     /// While paused this never resolves: guard it in a `select!` with the paused flag.
     pub async fn next(&mut self) -> Result<Update, EncodeError> {
-        if self.paused {
+        if self.paused || self.hidden {
             std::future::pending::<()>().await;
         }
         loop {
@@ -392,7 +554,8 @@ impl Feed {
     }
 
     /// The client asked to repaint `rect` (Refresh Rect PDU), or its screen was reset
-    /// (reactivation): include it in the next update.
+    /// (reactivation): include it in the next update. `rect` is in the client's coordinates,
+    /// which for a region are relative to its top-left corner.
     pub fn refresh(&mut self, rect: Rect) {
         self.missed.add(rect);
     }
@@ -403,6 +566,12 @@ impl Feed {
     /// that fell behind: the next update is the newest state.
     pub fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
+    }
+
+    /// A hidden feed is a paused one that the terminal's own pausing and resuming (Suppress
+    /// Output, a sharing pause) cannot resume: it never yields an update.
+    pub fn set_hidden(&mut self, hidden: bool) {
+        self.hidden = hidden;
     }
 
     /// Decide what to do next, under the group's lock; never waits.
@@ -510,21 +679,23 @@ impl PrivateJob {
     fn run(self) -> Result<Option<Update>, EncodeError> {
         let canvas = &self.group.canvas;
         let profile = self.group.profile;
-        let target = self.size.unwrap_or_else(|| canvas.size());
+        let view = View::new(canvas.size(), profile.region);
+        let target = self.size.unwrap_or(view.size());
         let whole = self.shown != Some(target);
         let rects = if whole { vec![target.rect()] } else { self.rects };
         let mut parts: Vec<Arc<[u8]>> = self.prefix.into_iter().collect();
         let mut encoder = Encoder::new(profile.codec, profile.max_request_size);
         let align = encoder.x_alignment();
-        let regions = (canvas.size() == target).then(|| {
+        let regions = (view.size() == target).then(|| {
             rects
                 .iter()
-                .map(|&rect| canvas.read_aligned(rect.intersect(target.rect()), align))
-                .filter(|region: &CanvasUpdate| !region.rect.is_empty())
+                .map(|&rect| fit(rect.intersect(target.rect()), align, target.width))
+                .filter(|rect| !rect.is_empty())
+                .filter_map(|rect| view.pixels(rect, &mut [], canvas).map(|pixels| CanvasUpdate { rect, pixels }))
                 .collect::<Vec<_>>()
         });
-        // Checked again after reading: the pixels read must be of a canvas of `target` size.
-        match regions.filter(|_| canvas.size() == target) {
+        // Checked again after reading: the pixels read must be of the view of `target` size.
+        match regions.filter(|_| View::new(canvas.size(), profile.region) == view) {
             Some(regions) if !regions.is_empty() => {
                 self.group.counters.count_private();
                 self.group.totals.count_private();
@@ -561,4 +732,82 @@ fn clone_error(e: &EncodeError) -> EncodeError {
 /// The state under these locks is updated without panicking in between: a poisoned lock is still consistent.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitting_aligns_inside_the_screen_and_grows_left_at_its_edge() {
+        for (rect, width, expected) in [
+            (Rect::new(5, 0, 3, 2), 100, Rect::new(4, 0, 4, 2)),
+            (Rect::new(5, 0, 10, 2), 100, Rect::new(4, 0, 12, 2)),
+            (Rect::new(0, 0, 1, 1), 100, Rect::new(0, 0, 4, 1)),
+            // Already a multiple wide: as it is, even off the grid.
+            (Rect::new(3, 1, 8, 1), 100, Rect::new(3, 1, 8, 1)),
+            // At the right edge of a screen 37 wide: end there, grow left just enough.
+            (Rect::new(36, 0, 1, 1), 37, Rect::new(33, 0, 4, 1)),
+            (Rect::new(35, 0, 2, 1), 37, Rect::new(33, 0, 4, 1)),
+            (Rect::new(31, 0, 6, 1), 37, Rect::new(29, 0, 8, 1)),
+            // Near, but not at, the edge: the grid still fits.
+            (Rect::new(33, 0, 3, 1), 37, Rect::new(32, 0, 4, 1)),
+            // The whole unaligned width, and screens narrower than the alignment.
+            (Rect::new(0, 0, 37, 1), 37, Rect::new(0, 0, 37, 1)),
+            (Rect::new(2, 0, 35, 1), 37, Rect::new(1, 0, 36, 1)),
+            (Rect::new(1, 0, 1, 1), 3, Rect::new(1, 0, 1, 1)),
+            // Nothing to align.
+            (Rect::new(5, 0, 0, 0), 100, Rect::new(5, 0, 0, 0)),
+        ] {
+            let got = fit(rect, 4, width);
+            assert_eq!(got, expected, "{rect:?} in {width}");
+            assert!(got.x <= rect.x && got.right() >= rect.right() && got.right() <= u32::from(width).max(rect.right()));
+            assert!(got.width.is_multiple_of(4) || got.width == width || width < 4 || got.is_empty());
+        }
+        assert_eq!(fit(Rect::new(5, 0, 3, 2), 1, 100), Rect::new(5, 0, 3, 2));
+    }
+
+    #[test]
+    fn a_view_is_the_region_clipped_to_the_canvas_or_black_outside_it() {
+        let canvas = Size::new(200, 100);
+        assert_eq!(View::new(canvas, None), View { at: canvas.rect(), dark: false });
+        let inside = Rect::new(10, 20, 100, 50);
+        assert_eq!(View::new(canvas, Some(inside)), View { at: inside, dark: false });
+        let over = View::new(canvas, Some(Rect::new(150, 50, 100, 100)));
+        assert_eq!(over, View { at: Rect::new(150, 50, 50, 50), dark: false });
+        assert_eq!(over.project(Rect::new(190, 90, 20, 20)), Rect::new(40, 40, 10, 10));
+        assert!(over.project(Rect::new(0, 0, 150, 100)).is_empty());
+        let outside = View::new(canvas, Some(Rect::new(300, 0, 30, 10)));
+        assert_eq!((outside.size(), outside.dark), (Size::new(30, 10), true));
+        assert!(outside.project(canvas.rect()).is_empty());
+        assert_eq!(View::new(canvas, Some(Rect::new(5, 5, 0, 7))).size(), Size::new(1, 7));
+    }
+
+    #[test]
+    fn a_view_reads_from_what_was_taken_or_the_canvas() {
+        let canvas = Canvas::new(Size::new(16, 8));
+        canvas.draw(|px, size| {
+            for (i, p) in px.chunks_exact_mut(4).enumerate() {
+                p.copy_from_slice(&[i as u8, 1, 2, 0]);
+            }
+            vec![size.rect()]
+        });
+        let view = View::new(canvas.size(), Some(Rect::new(4, 2, 8, 4)));
+        let expected = canvas.read(Rect::new(5, 3, 2, 2));
+        // Cropped from a taken update holding it: the same snapshot as the damage.
+        let mut taken = vec![CanvasUpdate { rect: Rect::new(4, 2, 8, 4), pixels: canvas.read(Rect::new(4, 2, 8, 4)) }];
+        canvas.draw(|px, _| {
+            px.fill(9);
+            vec![]
+        });
+        assert_eq!(view.pixels(Rect::new(1, 1, 2, 2), &mut taken, &canvas), Some(expected));
+        // Not held by what was taken: read now.
+        assert_eq!(view.pixels(Rect::new(0, 0, 1, 1), &mut [], &canvas), Some(vec![9; 4]));
+        // Black when dark.
+        let dark = View::new(canvas.size(), Some(Rect::new(40, 40, 3, 3)));
+        assert_eq!(dark.pixels(Rect::new(0, 0, 3, 3), &mut [], &canvas), Some(vec![0; 36]));
+        // The canvas shrank under the view: nothing rather than pixels of the wrong size.
+        canvas.resize(Size::new(6, 4));
+        assert_eq!(view.pixels(Rect::new(0, 0, 8, 4), &mut [], &canvas), None);
+    }
 }

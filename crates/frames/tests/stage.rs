@@ -2,116 +2,22 @@
 //! newest state and are made whole privately; cancel safety; resizes.
 //!
 //! Pixels are checked end to end: feeds with the Uncompressed profile are decoded into a shadow
-//! screen (fast-path reassembly, then Surface Bits with raw bottom-up rows) that must end equal
-//! to the canvas.
+//! screen (`common::Shadow`: fast-path reassembly, then Surface Bits with raw bottom-up rows)
+//! that must end equal to the canvas.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ironrdp_core::{Encode as _, ReadCursor, decode, decode_cursor};
-use ironrdp_pdu::fast_path::{FastPathHeader, FastPathUpdatePdu, Fragmentation, UpdateCode};
-use ironrdp_pdu::surface_commands::SurfaceCommand;
+use common::{Shadow, idle, next, paint};
 use rdhost_desktop::{Canvas, Rect, Size};
 use rdhost_frames::{CodecProfile, Feed, FeedProfile, Stage, Update};
 
-const RAW: FeedProfile = FeedProfile { codec: CodecProfile::Uncompressed, max_request_size: 4 * 1024 * 1024 };
-const PLANAR: FeedProfile = FeedProfile { codec: CodecProfile::Planar, max_request_size: 4 * 1024 * 1024 };
+const RAW: FeedProfile = FeedProfile::new(CodecProfile::Uncompressed, 4 * 1024 * 1024);
+const PLANAR: FeedProfile = FeedProfile::new(CodecProfile::Planar, 4 * 1024 * 1024);
 const SIZE: Size = Size::new(64, 32);
-
-/// What a client showing one feed would have on its screen.
-struct Shadow {
-    size: Size,
-    pixels: Vec<u8>,
-}
-
-impl Shadow {
-    fn new() -> Self {
-        Self { size: Size::new(0, 0), pixels: Vec::new() }
-    }
-
-    /// Apply an update; returns the rectangles it painted, in order.
-    fn apply(&mut self, update: &Update) -> Vec<Rect> {
-        if update.size != self.size {
-            // A terminal reactivates at the new size: the client's screen starts black.
-            self.size = update.size;
-            self.pixels = vec![0; update.size.area() * 4];
-        }
-        assert!(!update.parts.is_empty(), "an update has something to send");
-        let mut painted = Vec::new();
-        for part in &update.parts {
-            assert!(!part.is_empty(), "no empty parts");
-            for data in reassemble(part) {
-                let mut cursor = ReadCursor::new(&data);
-                while !cursor.is_empty() {
-                    let SurfaceCommand::SetSurfaceBits(bits) = decode_cursor(&mut cursor).expect("a surface command") else {
-                        panic!("only Surface Bits are expected");
-                    };
-                    let d = bits.destination;
-                    let rect = Rect::new(d.left, d.top, d.right - d.left, d.bottom - d.top);
-                    let ext = bits.extended_bitmap_data;
-                    assert_eq!((ext.bpp, ext.codec_id, ext.width, ext.height), (32, 0, rect.width, rect.height));
-                    let row = usize::from(rect.width) * 4;
-                    assert_eq!(ext.data.len(), row * usize::from(rect.height));
-                    let stride = usize::from(self.size.width) * 4;
-                    // Raw surface bits are bottom-up.
-                    for (i, src) in ext.data.chunks(row).rev().enumerate() {
-                        let start = (usize::from(rect.y) + i) * stride + usize::from(rect.x) * 4;
-                        self.pixels[start..start + row].copy_from_slice(src);
-                    }
-                    painted.push(rect);
-                }
-            }
-        }
-        painted
-    }
-
-    fn matches(&self, canvas: &Canvas) -> bool {
-        self.size == canvas.size() && self.pixels == canvas.read(canvas.size().rect())
-    }
-}
-
-/// Fast-path update PDUs into their logical updates' data (all Surface Commands here).
-fn reassemble(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut updates = Vec::new();
-    let mut partial = Vec::new();
-    while !bytes.is_empty() {
-        let header: FastPathHeader = decode(bytes).expect("a fast-path header");
-        let total = header.size() + header.data_length;
-        let pdu: FastPathUpdatePdu<'_> = decode(&bytes[header.size()..total]).expect("a fast-path update");
-        assert_eq!(pdu.update_code, UpdateCode::SurfaceCommands);
-        partial.extend_from_slice(pdu.data);
-        if matches!(pdu.fragmentation, Fragmentation::Single | Fragmentation::Last) {
-            updates.push(std::mem::take(&mut partial));
-        }
-        bytes = &bytes[total..];
-    }
-    assert!(partial.is_empty(), "a fragmented update was cut off");
-    updates
-}
-
-/// Paint `rect` with a pattern that depends on the position and on `seed`.
-fn paint(canvas: &Canvas, rect: Rect, seed: u8) {
-    canvas.draw(|pixels, size| {
-        let rect = rect.intersect(size.rect());
-        for y in rect.y..rect.y + rect.height {
-            for x in rect.x..rect.x + rect.width {
-                let i = (usize::from(y) * usize::from(size.width) + usize::from(x)) * 4;
-                pixels[i..i + 4].copy_from_slice(&[(x as u8).wrapping_mul(7) ^ seed, (y as u8).wrapping_mul(13) ^ seed, seed, 0]);
-            }
-        }
-        vec![rect]
-    });
-}
-
-async fn next(feed: &mut Feed) -> Update {
-    tokio::time::timeout(Duration::from_secs(20), feed.next()).await.expect("an update within 20 s").expect("encoding works")
-}
-
-/// True when `next()` has nothing to give for a while (it is cancel-safe, so giving up loses nothing).
-async fn idle(feed: &mut Feed) -> bool {
-    tokio::time::timeout(Duration::from_millis(150), feed.next()).await.is_err()
-}
 
 /// Distinct small rectangles spread over the 64x32 canvas.
 fn small_rect(i: usize) -> Rect {
@@ -487,7 +393,7 @@ async fn small_request_limits_cut_updates_into_strips_that_still_add_up() {
     let canvas = Canvas::new(size);
     paint(&canvas, size.rect(), 6);
     let stage = Stage::new(Arc::clone(&canvas));
-    let mut feed = stage.feed(FeedProfile { codec: CodecProfile::Uncompressed, max_request_size: 0 });
+    let mut feed = stage.feed(FeedProfile::new(CodecProfile::Uncompressed, 0));
     let mut shadow = Shadow::new();
     let painted = shadow.apply(&next(&mut feed).await);
     assert!(painted.len() > 1, "a 240 KB screen does not fit one 64 KB update");
@@ -503,4 +409,22 @@ fn feeds_and_their_waits_can_move_between_threads() {
     let mut feed = stage.feed(RAW);
     send(&feed);
     send(&feed.next());
+}
+
+#[tokio::test]
+async fn planar_at_an_odd_desktop_width_pads_the_bitmaps_not_the_screen() {
+    // 61 wide: a rectangle spanning the whole width cannot be widened with real pixels.
+    let size = Size::new(61, 20);
+    let canvas = Canvas::new(size);
+    paint(&canvas, size.rect(), 1);
+    let stage = Stage::new(Arc::clone(&canvas));
+    let mut feed = stage.feed(PLANAR);
+    let mut shadow = Shadow::new();
+    assert_eq!(shadow.apply(&next(&mut feed).await), vec![size.rect()]);
+    assert_eq!(shadow.widths, vec![64]);
+    assert!(shadow.matches(&canvas));
+    // At the right edge, a small change grows left over real pixels instead.
+    paint(&canvas, Rect::new(60, 5, 1, 1), 2);
+    assert_eq!(shadow.apply(&next(&mut feed).await), vec![Rect::new(57, 5, 4, 1)]);
+    assert!(shadow.matches(&canvas));
 }

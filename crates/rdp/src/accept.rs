@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::active::{Negotiated, Terminal};
 use crate::client::{ClientDetails, announced_size};
+use crate::encomsp::EncomspChannel;
 
 /// Which RDP security protocol the host offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +157,10 @@ where
     acceptor.attach_static_channel(
         DrdynvcServer::new().with_dynamic_channel(DisplayControlServer::new(Box::new(ResizeRequests(resize_tx)))),
     );
+    // Joined only by clients that list it (desktop-sharing attendees). Their `remdesk` channel
+    // (Remote Assistance) gets an id but no processor: its client waits for a server greeting
+    // that never comes, and what it sends is dropped as data on an unknown channel.
+    acceptor.attach_static_channel(EncomspChannel::default());
 
     let framed = LocalTokioFramed::<S>::new_with_leftover(stream, replay);
     let begin = accept_begin(framed, &mut acceptor).await.map_err(handshake_err)?;
@@ -179,16 +184,19 @@ where
 
     let (result, identity) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user).await?;
     let negotiated = negotiate(&result.capabilities, config.codec)?;
+    let codec = negotiated.profile.name();
+    let terminal = Terminal::new(framed, acceptor, result, negotiated, resize_rx, client);
+    let client = terminal.client();
     info!(
         %peer,
         user = client.user,
         client_name = client.client_name,
         size = ?(client.size.width, client.size.height),
-        codec = negotiated.profile.name(),
+        codec,
         session = ?client.pcb_id,
+        encomsp = terminal.encomsp_joined(),
         "client connected"
     );
-    let terminal = Terminal::new(framed, acceptor, result, negotiated, resize_rx, client);
     Ok(Accepted { identity, terminal })
 }
 
@@ -310,7 +318,9 @@ async fn check_credentials<A: Authenticate>(
         return auth.identity_after_nla(client).await.map_err(|e| refused(client, e.0, true));
     }
     let Some(password) = password else { return Err(AcceptError::NoCredentials) };
-    if client.user.is_empty() {
+    // A desktop-sharing attendee may name nobody (xfreerdp in assistance mode without /u:):
+    // its ticket (WorkingDir) and password (AlternateShell) are what the authenticator checks.
+    if client.user.is_empty() && client.working_dir.is_empty() {
         return Err(refused(client, "empty user name".into(), false));
     }
     auth.authenticate(client, &password).await.map_err(|e| refused(client, e.0, false))
@@ -519,6 +529,41 @@ mod tests {
         assert!(replay.is_empty());
         stream.truncate(v2.len() - 1);
         assert!(preconnection(&stream).await.is_err(), "a truncated PDU is an error");
+    }
+
+    /// Lets anyone in whose password is "pw", and keeps who asked.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(String, String, String)>>);
+
+    impl Authenticate for Recorder {
+        type Identity = ();
+        async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<(), AuthFailure> {
+            self.0.lock().unwrap().push((client.user.clone(), client.working_dir.clone(), password.to_owned()));
+            if password == "pw" || client.alternate_shell == "pw" { Ok(()) } else { Err(AuthFailure("wrong password".into())) }
+        }
+        fn nt_hash(&self, _user: &str) -> Option<[u8; 16]> {
+            None
+        }
+        async fn identity_after_nla(&self, _client: &ClientDetails) -> Result<(), AuthFailure> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_user_reaches_the_authenticator_only_with_a_ticket() {
+        let auth = Recorder::default();
+        let mut client = ClientDetails::new("192.0.2.1:4000".parse().unwrap(), None, Size::new(800, 600));
+        let refused = check_credentials(&mut client, &auth, None, Some("pw".into())).await;
+        assert!(matches!(refused, Err(AcceptError::AuthenticationFailed { ref reason, .. }) if reason == "empty user name"));
+        assert!(auth.0.lock().unwrap().is_empty(), "refused before the authenticator");
+
+        // xfreerdp /assistance without /u: Password "*", the ticket and the invitation's
+        // password in WorkingDir and AlternateShell, untouched.
+        client.working_dir = "ticket-1".into();
+        client.alternate_shell = "pw".into();
+        check_credentials(&mut client, &auth, None, Some("*".into())).await.unwrap();
+        assert_eq!(*auth.0.lock().unwrap(), vec![(String::new(), "ticket-1".to_owned(), "*".to_owned())]);
+        assert!(check_credentials(&mut client, &auth, None, None).await.is_err(), "no Client Info, no entry");
     }
 
     #[tokio::test]

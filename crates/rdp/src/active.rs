@@ -14,7 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::accept::{Framed, finish_reactivation};
+use rdhost_encomsp::EncomspPdu;
+
 use crate::client::ClientDetails;
+use crate::encomsp::{ControlRequest, Participant};
 use crate::pdus::{self, Channels};
 use crate::pointer::PointerCache;
 use crate::state::{ActiveAction, ActiveState};
@@ -44,6 +47,9 @@ pub trait InputSink: Send + Sync {
     /// showing a session).
     fn resize(&self, size: Size);
     fn keyboard_layout(&self, layout: KeyboardLayout);
+    /// The client asked for a control level on the `encomsp` channel (an attendee of a shared
+    /// desktop). Nothing changes until the owner decides; the connection is the identity.
+    fn control_request(&self, _request: ControlRequest) {}
 }
 
 /// What a terminal shows: a session's encoded screen, its pointer shape, and where input goes.
@@ -62,6 +68,14 @@ pub enum TerminalCommand {
     Show(Showing),
     /// Tell the client why (a Set Error Info code, see [`crate::error_info`]) and close.
     Disconnect { error_info: u32 },
+    /// Tell the client about a participant (OD_PARTICIPANT_CREATED on `encomsp`): itself,
+    /// with its new control level, or another attendee. Nothing is sent (and a debug line is
+    /// logged) when the client did not join `encomsp`.
+    Participant(Participant),
+    /// Pause (`true`) or resume the picture: no screen updates while paused, whatever is
+    /// shown; the client is told (GRAPHICS_STREAM_PAUSED / RESUMED) when it joined `encomsp`,
+    /// and gets the whole, newest screen on resume. The pause outlasts a [`Show`](Self::Show).
+    Pause(bool),
 }
 
 /// How a terminal ended.
@@ -108,6 +122,8 @@ pub struct Terminal {
     client: ClientDetails,
     /// Suppress Output is on: the client's window is hidden.
     suppressed: bool,
+    /// The owner paused the picture ([`TerminalCommand::Pause`]).
+    paused: bool,
     /// Input that arrived during the connection sequence, delivered once something is shown.
     early_input: Vec<Vec<u8>>,
     stats: Arc<TerminalStats>,
@@ -137,6 +153,7 @@ impl Terminal {
             resize_requests,
             client,
             suppressed: false,
+            paused: false,
             early_input: result.input_events,
             stats: Arc::new(TerminalStats::default()),
         }
@@ -149,11 +166,17 @@ impl Terminal {
 
     /// What a feed for this terminal must encode: its codec, and its request-size limit.
     pub fn feed_profile(&self) -> FeedProfile {
-        FeedProfile { codec: self.negotiated.profile, max_request_size: self.negotiated.max_request_size }
+        FeedProfile::new(self.negotiated.profile, self.negotiated.max_request_size)
     }
 
     pub fn stats(&self) -> Arc<TerminalStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Whether the client joined the `encomsp` channel (desktop-sharing attendees do): only
+    /// then do [`TerminalCommand::Participant`] and the pause notices reach it.
+    pub fn encomsp_joined(&self) -> bool {
+        self.state.encomsp_joined()
     }
 
     /// Refuse the client before showing anything: send the error info and close.
@@ -191,6 +214,8 @@ impl Terminal {
                         self.say_goodbye(error_info).await;
                         return Err(TerminalEnd::Disconnected { error_info });
                     }
+                    Some(TerminalCommand::Participant(participant)) => self.send_encomsp(&participant.to_pdu()).await?,
+                    Some(TerminalCommand::Pause(on)) => self.pause(on, showing).await?,
                     // The owner is gone: nobody can use this terminal any more.
                     None => {
                         self.say_goodbye(crate::error_info::SERVER_SHUTDOWN).await;
@@ -222,7 +247,7 @@ impl Terminal {
                     let shape = showing.cursor.borrow_and_update().clone();
                     self.show_pointer(shape).await?;
                 },
-                update = showing.feed.next(), if !self.suppressed => match update {
+                update = showing.feed.next(), if !self.feed_paused() => match update {
                     Ok(update) => self.show_update(update, showing).await?,
                     Err(e) => warn!(error = %e, "encoding failed; update dropped"),
                 },
@@ -237,7 +262,7 @@ impl Terminal {
         showing.input.resize(self.wanted);
         let domain = self.client.domain.clone().unwrap_or_default();
         self.write(&pdus::logon_info(self.state.channels(), showing.session_id, &self.client.user, &domain)).await?;
-        showing.feed.set_paused(self.suppressed);
+        showing.feed.set_paused(self.feed_paused());
         // A feed's first update is the whole screen, at the desktop's size: a size that differs
         // from the client's reactivates it there (see `show_update`).
         let shape = showing.cursor.borrow_and_update().clone();
@@ -274,15 +299,20 @@ impl Terminal {
                 ActiveAction::Write(bytes) => self.write(&bytes).await?,
                 ActiveAction::Suppress(on) => {
                     self.suppressed = on;
-                    showing.feed.set_paused(on);
+                    showing.feed.set_paused(self.feed_paused());
                 }
                 ActiveAction::Refresh(rect) => {
-                    // A client that asks for pixels wants to see them.
+                    // A client that asks for pixels wants to see them (unless the owner paused
+                    // the picture: then it gets them on resume).
                     self.suppressed = false;
-                    showing.feed.set_paused(false);
+                    showing.feed.set_paused(self.feed_paused());
                     showing.feed.refresh(rect);
                 }
                 ActiveAction::Leave => return Err(TerminalEnd::ClientLeft),
+                ActiveAction::ControlRequest(request) => {
+                    debug!(peer = %self.client.peer, ?request, "client asks for a control level");
+                    showing.input.control_request(request);
+                }
             }
         }
         if input {
@@ -291,6 +321,40 @@ impl Terminal {
             self.stats.last_input.store(now, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// No screen updates: the client hid its window, or the owner paused the picture.
+    fn feed_paused(&self) -> bool {
+        self.suppressed || self.paused
+    }
+
+    async fn pause(&mut self, on: bool, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        info!(peer = %self.client.peer, paused = on, "picture paused or resumed");
+        self.paused = on;
+        showing.feed.set_paused(self.feed_paused());
+        let notice = if on { EncomspPdu::GraphicsStreamPaused } else { EncomspPdu::GraphicsStreamResumed };
+        self.send_encomsp(&notice).await?;
+        if !on {
+            // The whole screen, as it is now: the client's picture is as old as the pause.
+            let size = showing.feed.size();
+            showing.feed.refresh(size.rect());
+        }
+        Ok(())
+    }
+
+    /// Send `pdu` on the encomsp channel, if the client joined it.
+    async fn send_encomsp(&mut self, pdu: &EncomspPdu) -> Result<(), TerminalEnd> {
+        match self.state.encomsp_message(pdu) {
+            Some(Ok(bytes)) => self.write(&bytes).await,
+            Some(Err(e)) => {
+                warn!(error = %e, "encomsp PDU not sent");
+                Ok(())
+            }
+            None => {
+                debug!(peer = %self.client.peer, pdu_type = pdu.pdu_type(), "client did not join encomsp; nothing sent");
+                Ok(())
+            }
+        }
     }
 
     /// Make the client show `shape` (`None`: its default arrow).

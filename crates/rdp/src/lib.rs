@@ -8,12 +8,18 @@
 //! Which session, what the input may do, and what happens when the client goes, is the
 //! caller's business: nothing here knows about sessions.
 //!
+//! Desktop-sharing attendees also join the `encomsp` channel (MS-RDPEMC): their control
+//! requests go to the [`InputSink`], and [`TerminalCommand::Participant`] /
+//! [`TerminalCommand::Pause`] tell them their level and pause their picture. Whether an attendee
+//! may do anything is, again, the caller's business.
+//!
 //! The active phase's decisions (a client PDU in, actions out) live in `state.rs`, without I/O;
 //! `Terminal::run` only drives them.
 
 mod accept;
 mod active;
 mod client;
+mod encomsp;
 mod input;
 mod nla;
 mod pdus;
@@ -23,6 +29,7 @@ mod state;
 pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, CodecPreference, Security, accept};
 pub use active::{InputSink, Showing, Terminal, TerminalCommand, TerminalEnd, TerminalStats};
 pub use client::ClientDetails;
+pub use encomsp::{ControlRequest, Participant};
 /// What a [`Showing`] is made of, so that a caller needs no second dependency for it.
 pub use rdhost_frames::{Feed, FeedProfile, Stage};
 

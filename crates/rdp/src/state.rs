@@ -9,10 +9,12 @@ use ironrdp_pdu::input::fast_path::FastPathInput;
 use ironrdp_pdu::mcs::{DisconnectProviderUltimatum, McsMessage};
 use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
 use ironrdp_pdu::x224::X224;
-use ironrdp_svc::{StaticChannelSet, server_encode_svc_messages};
+use ironrdp_svc::{StaticChannelSet, SvcMessage, server_encode_svc_messages};
 use rdhost_desktop::{InputEvent, Rect};
+use rdhost_encomsp::EncomspPdu;
 use tracing::debug;
 
+use crate::encomsp::{ControlRequest, EncomspChannel};
 use crate::input;
 use crate::pdus::{self, Channels};
 
@@ -29,6 +31,8 @@ pub(crate) enum ActiveAction {
     Refresh(Rect),
     /// Disconnect Provider Ultimatum: the client is leaving.
     Leave,
+    /// OD_PARTICIPANT_CTRL_CHANGE on encomsp: the client asks for a control level.
+    ControlRequest(ControlRequest),
 }
 
 /// A PDU the terminal cannot make sense of; the connection cannot go on after it.
@@ -68,6 +72,21 @@ impl ActiveState {
     pub fn reactivated(&mut self, channels: Channels, static_channels: StaticChannelSet) {
         self.channels = channels;
         self.static_channels = static_channels;
+    }
+
+    /// Whether the client joined the `encomsp` channel (it lists it; xfreerdp does in
+    /// assistance mode).
+    pub fn encomsp_joined(&self) -> bool {
+        self.static_channels.get_channel_id_by_type::<EncomspChannel>().is_some()
+    }
+
+    /// `pdu` as bytes to write on the encomsp channel; `None` when the client did not join it.
+    pub fn encomsp_message(&self, pdu: &EncomspPdu) -> Option<Result<Vec<u8>, String>> {
+        let channel_id = self.static_channels.get_channel_id_by_type::<EncomspChannel>()?;
+        Some(
+            server_encode_svc_messages(vec![SvcMessage::from(pdu.encode())], channel_id, self.channels.user)
+                .map_err(|e| format!("encomsp PDU: {e}")),
+        )
     }
 
     /// What the virtual channels say first (the dynamic-channel server offers its capabilities
@@ -140,6 +159,17 @@ impl ActiveState {
                         };
                         let responses =
                             svc.process(&data.user_data).map_err(|e| malformed(format_args!("virtual channel {channel_id}: {e}")))?;
+                        if let Some(encomsp) = svc.channel_processor_downcast_mut::<EncomspChannel>() {
+                            // MS-RDPEMC 3.3.5.1: a malformed PDU SHOULD end the connection.
+                            for pdu in encomsp.take().map_err(malformed)? {
+                                match pdu {
+                                    EncomspPdu::ParticipantCtrlChange { flags, .. } => {
+                                        actions.push(ActiveAction::ControlRequest(ControlRequest::from_flags(flags)))
+                                    }
+                                    other => debug!(pdu_type = other.pdu_type(), "ignoring encomsp PDU from client"),
+                                }
+                            }
+                        }
                         let bytes = server_encode_svc_messages(responses, channel_id, self.channels.user)
                             .map_err(|e| malformed(format_args!("virtual channel reply: {e}")))?;
                         if !bytes.is_empty() {
@@ -299,6 +329,92 @@ mod tests {
     #[test]
     fn data_on_an_unknown_channel_is_ignored() {
         assert_eq!(state().process(&slow_path(1004, ShareDataPdu::ShutdownRequest)).unwrap(), vec![]);
+    }
+
+    const ENCOMSP: u16 = 1005;
+
+    /// A state whose client joined encomsp on channel `ENCOMSP`.
+    fn sharing_state() -> ActiveState {
+        let mut channels = StaticChannelSet::new();
+        channels.insert(EncomspChannel::default());
+        channels.attach_channel_id(std::any::TypeId::of::<EncomspChannel>(), ENCOMSP);
+        ActiveState::new(CHANNELS, channels)
+    }
+
+    /// What a client sends for `pdus` on encomsp, one MCS PDU per chunk of at most `chunk` bytes.
+    fn encomsp_frames(pdus: &[EncomspPdu], chunk: usize) -> Vec<Vec<u8>> {
+        let payload = rdhost_encomsp::encode_all(pdus);
+        let bytes = ironrdp_svc::client_encode_svc_messages_with_max_chunk_len(vec![SvcMessage::from(payload)], ENCOMSP, CHANNELS.user, chunk)
+            .unwrap();
+        // Split the concatenated TPKT frames.
+        let mut frames = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            frames.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        frames
+    }
+
+    fn ctrl_change(bits: u16) -> EncomspPdu {
+        EncomspPdu::ParticipantCtrlChange { flags: rdhost_encomsp::ControlChangeFlags(bits), participant_id: 0 }
+    }
+
+    #[test]
+    fn control_requests_on_encomsp_become_actions() {
+        let mut state = sharing_state();
+        assert!(state.encomsp_joined());
+        // xfreerdp's Ctrl+Alt+C, then its second press; a PDU meant for clients is ignored.
+        let frames = encomsp_frames(&[ctrl_change(0x3), EncomspPdu::GraphicsStreamPaused, ctrl_change(0x1)], 1600);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(
+            state.process(&frames[0]).unwrap(),
+            vec![
+                ActiveAction::ControlRequest(ControlRequest { view: true, interact: true }),
+                ActiveAction::ControlRequest(ControlRequest { view: true, interact: false }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chunked_encomsp_message_is_decided_when_whole() {
+        let mut state = sharing_state();
+        // 2000 bytes: more than one 1600-byte chunk.
+        let pdus: Vec<EncomspPdu> = (0..200).map(|i| ctrl_change(if i % 2 == 0 { 0x1 } else { 0x3 })).collect();
+        let frames = encomsp_frames(&pdus, 1600);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(state.process(&frames[0]).unwrap(), vec![], "nothing before the last chunk");
+        let actions = state.process(&frames[1]).unwrap();
+        assert_eq!(actions.len(), 200);
+        assert_eq!(actions[1], ActiveAction::ControlRequest(ControlRequest { view: true, interact: true }));
+    }
+
+    #[test]
+    fn malformed_encomsp_ends_the_connection() {
+        let mut sharing = sharing_state();
+        let payload = vec![0x09, 0x00, 0x0A, 0x00, 0x03]; // Length 10, 5 bytes sent
+        let frame = ironrdp_svc::client_encode_svc_messages(vec![SvcMessage::from(payload)], ENCOMSP, CHANNELS.user).unwrap();
+        let err = sharing.process(&frame).unwrap_err();
+        assert!(err.0.contains("encomsp"), "{err}");
+        // Without encomsp joined the same bytes are data on an unknown channel.
+        assert_eq!(state().process(&frame).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn encomsp_messages_go_out_on_the_joined_channel_only() {
+        use ironrdp_pdu::mcs::SendDataIndication;
+        let pdu = EncomspPdu::GraphicsStreamPaused;
+        assert!(state().encomsp_message(&pdu).is_none(), "not joined: nothing to send");
+        assert!(!state().encomsp_joined());
+
+        let bytes = sharing_state().encomsp_message(&pdu).unwrap().unwrap();
+        let X224(indication) = decode::<X224<SendDataIndication<'_>>>(&bytes).unwrap();
+        assert_eq!((indication.channel_id, indication.initiator_id), (ENCOMSP, CHANNELS.user));
+        let data = indication.user_data.as_ref();
+        // Channel PDU header: total length, then CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST.
+        assert_eq!(&data[..8], &[4, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(rdhost_encomsp::decode_all(&data[8..]).unwrap(), vec![pdu]);
     }
 
     #[test]

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeDesktop, Served, Transport, serve};
+use common::{FakeDesktop, Proc, Served, Transport, serve, xvfb};
 use rdhost_client::{Client, ClientConfig, Pointer, PointerShape, PointerUpdate};
 use rdhost_desktop::{CursorShape, Size};
 use rdhost_rdp::{TerminalCommand, TerminalEnd};
@@ -107,44 +106,12 @@ async fn the_client_shows_each_shape_the_desktop_sets() {
         .await;
 }
 
-/// A child process killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-}
-
 /// FreeRDP checks pointer updates strictly (mask lengths, sizes against its Large Pointer
 /// flags, cache indices against its cache size) and drops the connection on any mismatch. It
 /// must stay connected through every kind of shape we send and leave only when told to.
 #[tokio::test]
 async fn xfreerdp_stays_connected_through_every_kind_of_pointer_update() {
-    if !on_path("xfreerdp") || !on_path("Xvfb") {
-        assert!(std::env::var_os("CI").is_none(), "xfreerdp and Xvfb are needed (apt packages freerdp2-x11, xvfb)");
-        eprintln!("skipped: xfreerdp or Xvfb missing");
-        return;
-    }
-    // -displayfd picks a free display and prints its number when ready: no races with others.
-    let mut xvfb = Proc(
-        Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(xvfb.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let display = format!(":{}", line.trim());
+    let Some((_xvfb, display)) = xvfb() else { return };
     let home = tempfile::tempdir().unwrap();
 
     tokio::task::LocalSet::new()

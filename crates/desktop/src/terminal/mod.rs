@@ -59,6 +59,9 @@ pub struct TerminalOptions {
     pub font_px: f32,
     /// Default: `run_as`'s shell, else `$SHELL`, else `/bin/sh`.
     pub shell: Option<PathBuf>,
+    /// Run this command line (with the shell's `-c`) instead of an interactive shell; the
+    /// desktop ends when it exits.
+    pub command: Option<String>,
     /// `None`: the host's own user.
     pub run_as: Option<RunAs>,
     /// Extra environment, applied last (it overrides the defaults).
@@ -73,6 +76,7 @@ impl Default for TerminalOptions {
             size: Size::new(1024, 768),
             font_px: 16.0,
             shell: None,
+            command: None,
             run_as: None,
             env: Vec::new(),
             layout: KeyboardLayout::US,
@@ -210,7 +214,9 @@ impl TerminalDesktop {
 
         let pty = pty::open_pty(cols, rows, size.width, size.height).map_err(TerminalError::Pty)?;
         let spec = pty::ShellSpec {
-            arg0: login_arg0(&shell),
+            // A command is not a login: no profile scripts run before it.
+            arg0: if opts.command.is_some() { shell.file_name().unwrap_or(OsStr::new("sh")).to_owned() } else { login_arg0(&shell) },
+            args: opts.command.iter().flat_map(|c| [OsString::from("-c"), OsString::from(c)]).collect(),
             env: session_env(&who, &shell, &opts.env),
             home: who.home_cstring()?,
             switch: who.switch.clone(),

@@ -48,6 +48,8 @@ pub fn set_window_size(fd: &impl AsFd, cols: u16, rows: u16, width_px: u16, heig
 pub struct ShellSpec {
     pub program: PathBuf,
     pub arg0: OsString,
+    /// Arguments after argv[0] (`-c CMD` to run a command instead of an interactive shell).
+    pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub home: CString,
     pub switch: Option<Switch>,
@@ -59,6 +61,7 @@ pub struct ShellSpec {
 pub fn spawn_shell(spec: ShellSpec, slave: OwnedFd, procs: &SessionProcesses) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.arg0)
+        .args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(slave.try_clone()?))

@@ -10,11 +10,11 @@ use std::time::Duration;
 use rdhost_desktop::{Canvas, CursorShape, InputEvent, KeyboardLayout, Size};
 use rdhost_frames::{FeedProfile, Stage};
 use rdhost_rdp::{
-    AcceptConfig, AuthFailure, Authenticate, ClientDetails, CodecPreference, InputSink, Security, Showing, TerminalCommand,
-    TerminalEnd, TerminalStats,
+    AcceptConfig, AuthFailure, Authenticate, ClientDetails, CodecPreference, ControlRequest, InputSink, Security, Showing,
+    TerminalCommand, TerminalEnd, TerminalStats,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A desktop that is a canvas, a cursor the test sets and a record of the input it got.
@@ -26,6 +26,8 @@ pub struct FakeDesktop {
     follows_resize: bool,
     pub input: Mutex<Vec<InputEvent>>,
     pub layouts: Mutex<Vec<KeyboardLayout>>,
+    /// Control levels asked for on encomsp, in order.
+    pub control_requests: Mutex<Vec<ControlRequest>>,
 }
 
 impl FakeDesktop {
@@ -38,6 +40,7 @@ impl FakeDesktop {
             follows_resize,
             input: Mutex::new(Vec::new()),
             layouts: Mutex::new(Vec::new()),
+            control_requests: Mutex::new(Vec::new()),
         })
     }
 
@@ -85,10 +88,17 @@ impl InputSink for Sink {
     fn keyboard_layout(&self, layout: KeyboardLayout) {
         self.0.layouts.lock().unwrap().push(layout);
     }
+    fn control_request(&self, request: ControlRequest) {
+        self.0.control_requests.lock().unwrap().push(request);
+    }
 }
 
-/// Anyone with the password "pw" is let in (through NLA too); it keeps what it was shown of the
-/// client.
+/// The ticket an attendee must bring (in the Client Info's WorkingDir).
+pub const TICKET: &str = "ticket-42";
+
+/// Anyone with the password "pw" is let in (through NLA too), and an attendee with the ticket
+/// `TICKET` and the invitation password "pw" (Password "*", as xfreerdp /assistance sends it);
+/// it keeps what it was shown of the client.
 #[derive(Default)]
 pub struct Password {
     pub seen: Mutex<Option<ClientDetails>>,
@@ -98,7 +108,8 @@ impl Authenticate for Password {
     type Identity = ();
     async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<(), AuthFailure> {
         *self.seen.lock().unwrap() = Some(client.clone());
-        if password == "pw" { Ok(()) } else { Err(AuthFailure("wrong password".into())) }
+        let attendee = password == "*" && client.working_dir == TICKET && client.alternate_shell == "pw";
+        if password == "pw" || attendee { Ok(()) } else { Err(AuthFailure("wrong password".into())) }
     }
     fn nt_hash(&self, _user: &str) -> Option<[u8; 16]> {
         use md4::Digest as _;
@@ -154,6 +165,7 @@ pub struct Connected {
     /// What the authenticator was shown.
     pub authenticated: ClientDetails,
     pub stats: Arc<TerminalStats>,
+    pub encomsp_joined: bool,
 }
 
 /// A terminal serving one client on a loopback port.
@@ -172,35 +184,102 @@ pub async fn serve(desktop: Arc<FakeDesktop>, session_id: u32, transport: Transp
 pub async fn serve_with(desktop: Arc<FakeDesktop>, session_id: u32, transport: Transport, security: Security) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let socket = async move { listener.accept().await.map(|(stream, _)| stream) };
+    run_terminal(desktop, session_id, transport, security, addr, socket)
+}
+
+/// Reverse connect: dial `viewer` (which listens) and serve the client there (TLS security).
+pub fn serve_reverse(desktop: Arc<FakeDesktop>, session_id: u32, viewer: SocketAddr) -> Served {
+    run_terminal(desktop, session_id, Transport::Tcp, Security::Tls, viewer, TcpStream::connect(viewer))
+}
+
+/// A terminal on whatever socket `socket` brings. A refused client ends the task quietly:
+/// `connected` and `end` then fail.
+fn run_terminal(
+    desktop: Arc<FakeDesktop>,
+    session_id: u32,
+    transport: Transport,
+    security: Security,
+    addr: SocketAddr,
+    socket: impl Future<Output = std::io::Result<TcpStream>> + 'static,
+) -> Served {
     let (commands, command_rx) = mpsc::channel(8);
     let (connected_tx, connected) = oneshot::channel();
     let (end_tx, end) = oneshot::channel();
     // IronRDP's acceptor futures are not Send: the terminal runs on the test's LocalSet.
     tokio::task::spawn_local(async move {
-        let (stream, peer) = listener.accept().await.unwrap();
+        let stream = socket.await.unwrap();
+        let peer = stream.peer_addr().unwrap();
         stream.set_nodelay(true).unwrap();
         let auth = Password::default();
         let accepted = match transport {
-            Transport::Tcp => rdhost_rdp::accept(stream, peer, &accept_config(security), &auth).await.unwrap(),
+            Transport::Tcp => rdhost_rdp::accept(stream, peer, &accept_config(security), &auth).await,
             Transport::Pipe => {
                 let (ours, theirs) = tokio::io::duplex(64 * 1024);
                 tokio::spawn(async move {
                     let (mut stream, mut ours) = (stream, ours);
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut ours).await;
                 });
-                rdhost_rdp::accept(theirs, peer, &accept_config(security), &auth).await.unwrap()
+                rdhost_rdp::accept(theirs, peer, &accept_config(security), &auth).await
             }
         };
-        let terminal = accepted.terminal;
+        let terminal = match accepted {
+            Ok(accepted) => accepted.terminal,
+            Err(e) => {
+                eprintln!("connection refused: {e}");
+                return;
+            }
+        };
         let profile = terminal.feed_profile();
         let _ = connected_tx.send(Connected {
             profile,
             client: terminal.client().clone(),
             authenticated: auth.seen.lock().unwrap().clone().expect("the authenticator was asked"),
             stats: terminal.stats(),
+            encomsp_joined: terminal.encomsp_joined(),
         });
         let showing = desktop.showing(session_id, profile);
         let _ = end_tx.send(terminal.run(showing, command_rx).await);
     });
     Served { addr, commands, connected, end }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+}
+
+/// An X server for xfreerdp, and its DISPLAY; `None` (the test is skipped) when xfreerdp or
+/// Xvfb is missing, which CI does not allow.
+pub fn xvfb() -> Option<(Proc, String)> {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    if !on_path("xfreerdp") || !on_path("Xvfb") {
+        assert!(std::env::var_os("CI").is_none(), "xfreerdp and Xvfb are needed (apt packages freerdp2-x11, xvfb)");
+        eprintln!("skipped: xfreerdp or Xvfb missing");
+        return None;
+    }
+    // -displayfd picks a free display and prints its number when ready: no races with others.
+    let mut xvfb = Proc(
+        Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(xvfb.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Some((xvfb, format!(":{}", line.trim())))
 }
