@@ -183,7 +183,7 @@ impl ConnectionString {
         }
         check_value(&self.transport_id, "<T ID>", true)?;
         check_value(&self.sid, "<T SID>", false)?;
-        check_listener_count(self.listeners.len())?;
+        check_listener_count(self.listeners.len(), self.ticket.is_some())?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.port == 0 {
                 return Err(Error::BadPort {
@@ -767,8 +767,11 @@ fn required(attrs: &[Attr<'_>], element: &str, name: &str, what: &str) -> Result
         .ok_or_else(|| Error::MissingAttribute { what: what.into() })
 }
 
-fn check_listener_count(count: usize) -> Result<(), Error> {
+/// An invitation (it has a ticket) may list no address: its sharer only does reverse connect,
+/// and the viewer listens. A viewer's reverse-connect string (no ticket) must name one.
+fn check_listener_count(count: usize, has_ticket: bool) -> Result<(), Error> {
     match count {
+        0 if has_ticket => Ok(()),
         0 => Err(Error::NoListener),
         n if n > MAX_LISTENERS => Err(Error::TooManyListeners { count: n }),
         _ => Ok(()),
@@ -872,7 +875,7 @@ fn parse_cs2(s: &str) -> Result<ConnectionString, Error> {
     };
     let transport_id = required(&t, "T", "ID", "<T ID> (the transport)")?;
     let sid = value(&t, "T", "SID", "<T SID>", false)?.unwrap_or_default();
-    check_listener_count(ls.len())?;
+    check_listener_count(ls.len(), ticket.is_some())?;
     let mut listeners = Vec::with_capacity(ls.len());
     for (i, attrs) in ls.iter().enumerate() {
         let index = i + 1;
@@ -952,7 +955,7 @@ fn parse_cs1(s: &str) -> Result<ConnectionString, Error> {
             name: host.to_owned(),
         });
     }
-    check_listener_count(listeners.len())?;
+    check_listener_count(listeners.len(), false)?;
     Ok(ConnectionString {
         ticket: Some(ticket),
         kh,
@@ -1284,10 +1287,12 @@ mod tests {
         let good = sample().to_string();
         assert_eq!(err(""), E::NotFound);
         assert_eq!(err("hello <EXTRA/> world"), E::NotFound);
-        assert_eq!(
-            err(&good.replace(r#"<L P="3390" N="127.0.0.1"/><L P="65535" N="::1"/>"#, "")),
-            E::NoListener
-        );
+        let no_address = good.replace(r#"<L P="3390" N="127.0.0.1"/><L P="65535" N="::1"/>"#, "");
+        assert!(ConnectionString::parse(&no_address).is_ok_and(|c| c.listeners.is_empty()), "an invitation for reverse connect only");
+        let a_start = no_address.find("<A ").unwrap();
+        let a_end = a_start + no_address[a_start..].find("/>").unwrap() + 2;
+        let viewer_string = format!("{}{}", &no_address[..a_start], &no_address[a_end..]);
+        assert_eq!(err(&viewer_string), E::NoListener, "a viewer's string must name an address");
         assert_eq!(
             err(&good.replace(r#"P="65535""#, r#"P="0""#)).to_string(),
             "listener 2 has port \"0\": expected 1..65535"
@@ -1409,7 +1414,9 @@ mod tests {
         ));
         let mut s = sample();
         s.listeners.clear();
-        assert_eq!(s.validate(), Err(ConnectionStringError::NoListener));
+        assert_eq!(s.validate(), Ok(()), "a reverse-connect-only invitation lists no address");
+        s.ticket = None;
+        assert_eq!(s.validate(), Err(ConnectionStringError::NoListener), "a viewer's string must name one");
         let mut s = sample();
         s.ticket = Some(String::new());
         assert!(s.validate().is_err());

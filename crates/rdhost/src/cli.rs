@@ -144,6 +144,13 @@ pub enum Command {
     /// Follow session events (logon, logoff, connect, disconnect, state change, remote control).
     #[command(after_long_help = "Examples:\n  rdhost events\n  rdhost events --json | jq .")]
     Events(EventsArgs),
+    /// Share a desktop with invited attendees (Windows Desktop Sharing): `rdhost share start`.
+    #[command(subcommand, long_about = crate::share::cli::SHARE_LONG_ABOUT)]
+    Share(crate::share::cli::ShareCommand),
+    /// View a remote desktop: a host session, a sharer's invitation, or wait for a sharer to
+    /// dial in (reverse connect).
+    #[command(long_about = crate::view::VIEW_LONG_ABOUT, after_long_help = crate::view::VIEW_EXAMPLES)]
+    View(crate::view::ViewArgs),
 }
 
 const CONNECT_LONG_ABOUT: &str = "\

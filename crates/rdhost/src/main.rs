@@ -24,7 +24,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let config = ServeConfig::resolve(args.settings(), args.config.as_deref())?;
-            init_logging(&config.log);
+            rdhost::init_logging(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -35,27 +35,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rdhost::user_cmd::run(cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Share(cmd) => rdhost::share::run(cmd),
+        Command::View(args) => rdhost::view::run(args),
         _ => unreachable!("session commands were handled above"),
     }
 }
 
-fn init_logging(filter: &str) {
-    // The filter was validated when the config was built.
-    // Every client that connects by IP address makes rustls warn about its SNI; that is noise.
-    let filter = if filter.contains("rustls") {
-        filter.to_owned()
-    } else {
-        format!("{filter},rustls=error")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    // Colour codes only on a terminal: journald and log files want plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 async fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
     rdhost::wiring::serve(config).await?;

@@ -87,6 +87,12 @@ fn http_request(method: &str, path: &str, body: Option<String>) -> hyper::Reques
 
 /// Send one request and wait for the host's reply.
 pub async fn call(socket: &Path, request: &Request) -> Result<Reply, CallError> {
+    call_as(socket, request).await
+}
+
+/// [`call`], reading the reply as the type the request is known to answer with (the untagged
+/// [`Reply`] cannot tell an empty list of one kind from another).
+pub async fn call_as<T: serde::de::DeserializeOwned>(socket: &Path, request: &Request) -> Result<T, CallError> {
     let protocol = |detail: String| CallError::Protocol { path: socket.to_owned(), detail };
     let mut sender = connect(socket).await?;
     let (method, path, body) = request.to_http();

@@ -228,7 +228,7 @@ async fn run_async(command: SessionCommand, out: &mut dyn Write) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn finish(result: Result<(), CallError>) -> ExitCode {
+pub(crate) fn finish(result: Result<(), CallError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -238,7 +238,7 @@ fn finish(result: Result<(), CallError>) -> ExitCode {
     }
 }
 
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
@@ -273,7 +273,7 @@ pub fn qwinsta_table(sessions: &[SessionInfo]) -> String {
     text
 }
 
-fn event_line(e: &EventRecord) -> String {
+pub(crate) fn event_line(e: &EventRecord) -> String {
     let mut line = format!("{} {} session {}", e.time, e.event, e.session);
     if let Some(user) = &e.user {
         line.push_str(&format!(" user {user}"));
@@ -283,6 +283,24 @@ fn event_line(e: &EventRecord) -> String {
     }
     if let Some(missed) = e.missed {
         line.push_str(&format!(" ({missed} events missed)"));
+    }
+    if let Some(a) = &e.attendee {
+        line.push_str(&format!(" attendee {} {:?} level {}", a.id, a.name, a.level));
+    }
+    if let Some(requested) = &e.requested {
+        line.push_str(&format!(" requests {requested}"));
+    }
+    if let Some(invitation) = e.invitation {
+        line.push_str(&format!(" invitation {invitation}"));
+    }
+    if let Some(r) = &e.rect {
+        line.push_str(&format!(" rect {} {} {} {}", r.left, r.top, r.right, r.bottom));
+    }
+    if let Some(addresses) = &e.addresses {
+        line.push_str(&format!(" tried {}", addresses.join(", ")));
+    }
+    if let Some(reason) = &e.reason {
+        line.push_str(&format!(" reason {reason}"));
     }
     line
 }

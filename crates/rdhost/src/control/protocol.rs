@@ -179,6 +179,25 @@ pub enum Request {
     Shadow { target: u32, control: bool },
     /// Return the caller's terminal to its own session.
     ShadowStop,
+    // --- Desktop Sharing: the sharing session of the caller's session (the sharer's only one) ---
+    /// The sharing session: state, shared rectangle, where attendees connect.
+    ShareInfo,
+    /// `CreateInvitation`. `password` None: the sharer picks one (returned once). `policy`
+    /// applies when this invitation starts the session's sharing.
+    Invite { password: Option<String>, attendee_limit: u32, group: Option<String>, policy: Option<SharePolicyInfo> },
+    Invitations,
+    Revoke { invitation: u32 },
+    Attendees,
+    SetLevel { attendee: u32, level: String },
+    Terminate { attendee: u32 },
+    Pause,
+    Resume,
+    /// `Close`: every attendee is dropped; final.
+    CloseSharing,
+    /// `SetDesktopSharedRect`; None shares the whole desktop.
+    SharedRect { rect: Option<RectInfo> },
+    /// `ConnectToClient`: dial a listening viewer; answers once it is admitted or every address failed.
+    ConnectToClient { connection_string: String },
 }
 
 /// The host's answer to a [`Request`] that succeeded.
@@ -188,6 +207,73 @@ pub enum Reply {
     Sessions(Vec<SessionInfo>),
     Answers { answers: Vec<MessageAnswerInfo> },
     Done { ok: bool },
+    Sharing(SharingInfo),
+    Invitation(InvitationInfo),
+    Invitations(Vec<InvitationInfo>),
+    Attendee(AttendeeInfo),
+    Attendees(Vec<AttendeeInfo>),
+}
+
+/// A sharing session (`IRDPSRAPISharingSession`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingInfo {
+    /// The shared session.
+    pub session: u32,
+    /// open | paused | closed
+    pub state: String,
+    pub rect: Option<RectInfo>,
+    /// Where attendees connect (the `<L>` entries of new invitations); empty: reverse connect only.
+    pub listeners: Vec<String>,
+    pub attendees: usize,
+}
+
+/// An invitation (`IRDPSRAPIInvitation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationInfo {
+    pub id: u32,
+    /// The MS-RAI connection string (`<E>…</E>`) to give the attendee.
+    pub connection_string: String,
+    pub group: String,
+    pub attendee_limit: u32,
+    pub revoked: bool,
+    /// Attendees connected with it now.
+    pub attendees: usize,
+    /// Only in the answer to the `Invite` that made it, when the sharer picked the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub created: String,
+}
+
+/// An attendee (`IRDPSRAPIAttendee`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttendeeInfo {
+    pub id: u32,
+    /// `RemoteName`: the name the attendee gave.
+    pub name: String,
+    /// none | view | interactive
+    pub level: String,
+    pub invitation: u32,
+    pub address: String,
+    /// RFC 3339, UTC.
+    pub connected: String,
+}
+
+/// How a new sharing treats attendees: the level they start at (none or view) and up to which
+/// level their requests are granted at once (none: not at all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharePolicyInfo {
+    pub default_level: String,
+    pub auto_grant: String,
+}
+
+/// A rectangle of the desktop; right and bottom exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RectInfo {
+    pub left: u16,
+    pub top: u16,
+    pub right: u16,
+    pub bottom: u16,
 }
 
 /// Request bodies on the wire (the path carries the session).
@@ -229,6 +315,49 @@ struct ShadowBody {
     control: bool,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(default = "default_attendee_limit")]
+    attendee_limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<SharePolicyInfo>,
+}
+
+fn default_attendee_limit() -> u32 {
+    10
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelBody {
+    level: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RectBody {
+    rect: Option<RectInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectToClientBody {
+    connection_string: String,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+}
+
+fn number(text: &str, what: &str) -> Result<u32, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid(format!("{text:?} is not an {what} id (a number)")))
+}
+
 /// The path of the event stream (newline-delimited JSON, one [`EventRecord`] per line).
 pub const EVENTS_PATH: &str = "/v1/events";
 
@@ -239,6 +368,9 @@ impl Request {
             Request::Connect { session, dest, password: Some(_), wait } => {
                 Request::Connect { session: *session, dest: *dest, password: Some("(hidden)".into()), wait: *wait }
             }
+            Request::Invite { password: Some(_), attendee_limit, group, policy } => {
+                Request::Invite { password: Some("(hidden)".into()), attendee_limit: *attendee_limit, group: group.clone(), policy: policy.clone() }
+            }
             other => other.clone(),
         }
     }
@@ -246,6 +378,9 @@ impl Request {
     /// Method, path and JSON body.
     pub fn to_http(&self) -> (&'static str, String, Option<String>) {
         let body = |b: &OpBody| Some(serde_json::to_string(b).expect("request bodies serialise"));
+        fn json<T: Serialize>(b: &T) -> Option<String> {
+            Some(serde_json::to_string(b).expect("request bodies serialise"))
+        }
         match self {
             Request::Query { filter: None } => ("GET", "/v1/sessions".into(), None),
             Request::Query { filter: Some(f) } => ("GET", format!("/v1/sessions?filter={}", percent_encode(f)), None),
@@ -282,6 +417,28 @@ impl Request {
                 Some(serde_json::to_string(&ShadowBody { target: *target, control: *control }).expect("shadow body serialises")),
             ),
             Request::ShadowStop => ("POST", "/v1/shadow/stop".into(), None),
+            Request::ShareInfo => ("GET", "/v1/share".into(), None),
+            Request::Invite { password, attendee_limit, group, policy } => (
+                "POST",
+                "/v1/share/invitations".into(),
+                json(&InviteBody { password: password.clone(), attendee_limit: *attendee_limit, group: group.clone(), policy: policy.clone() }),
+            ),
+            Request::Invitations => ("GET", "/v1/share/invitations".into(), None),
+            Request::Revoke { invitation } => ("POST", format!("/v1/share/invitations/{invitation}/revoke"), None),
+            Request::Attendees => ("GET", "/v1/share/attendees".into(), None),
+            Request::SetLevel { attendee, level } => {
+                ("POST", format!("/v1/share/attendees/{attendee}/level"), json(&LevelBody { level: level.clone() }))
+            }
+            Request::Terminate { attendee } => ("POST", format!("/v1/share/attendees/{attendee}/terminate"), None),
+            Request::Pause => ("POST", "/v1/share/pause".into(), None),
+            Request::Resume => ("POST", "/v1/share/resume".into(), None),
+            Request::CloseSharing => ("POST", "/v1/share/close".into(), None),
+            Request::SharedRect { rect } => ("POST", "/v1/share/rect".into(), json(&RectBody { rect: *rect })),
+            Request::ConnectToClient { connection_string } => (
+                "POST",
+                "/v1/share/connect-to-client".into(),
+                json(&ConnectToClientBody { connection_string: connection_string.clone() }),
+            ),
         }
     }
 
@@ -330,15 +487,39 @@ impl Request {
                 Ok(Request::Shadow { target: b.target, control: b.control })
             }
             ("POST", ["v1", "shadow", "stop"]) => Ok(Request::ShadowStop),
+            ("GET", ["v1", "share"]) => Ok(Request::ShareInfo),
+            ("POST", ["v1", "share", "invitations"]) => {
+                let b: InviteBody = typed(json("invite")?, "invite")?;
+                Ok(Request::Invite { password: b.password, attendee_limit: b.attendee_limit, group: b.group, policy: b.policy })
+            }
+            ("GET", ["v1", "share", "invitations"]) => Ok(Request::Invitations),
+            ("POST", ["v1", "share", "invitations", id, "revoke"]) => Ok(Request::Revoke { invitation: number(id, "invitation")? }),
+            ("GET", ["v1", "share", "attendees"]) => Ok(Request::Attendees),
+            ("POST", ["v1", "share", "attendees", id, "level"]) => {
+                let b: LevelBody = typed(json("level")?, "level")?;
+                Ok(Request::SetLevel { attendee: number(id, "attendee")?, level: b.level })
+            }
+            ("POST", ["v1", "share", "attendees", id, "terminate"]) => Ok(Request::Terminate { attendee: number(id, "attendee")? }),
+            ("POST", ["v1", "share", "pause"]) => Ok(Request::Pause),
+            ("POST", ["v1", "share", "resume"]) => Ok(Request::Resume),
+            ("POST", ["v1", "share", "close"]) => Ok(Request::CloseSharing),
+            ("POST", ["v1", "share", "rect"]) => {
+                let b: RectBody = typed(json("rect")?, "rect")?;
+                Ok(Request::SharedRect { rect: b.rect })
+            }
+            ("POST", ["v1", "share", "connect-to-client"]) => {
+                let b: ConnectToClientBody = typed(json("connect-to-client")?, "connect-to-client")?;
+                Ok(Request::ConnectToClient { connection_string: b.connection_string })
+            }
             _ => Err(ApiError::invalid(format!(
-                "no such request: {method} {path} (GET /v1/sessions, GET /v1/sessions/ID, POST /v1/sessions/ID/connect|disconnect|logoff|reset, POST /v1/messages, POST /v1/shadow, POST /v1/shadow/stop, GET {EVENTS_PATH})"
+                "no such request: {method} {path} (GET /v1/sessions, GET /v1/sessions/ID, POST /v1/sessions/ID/connect|disconnect|logoff|reset, POST /v1/messages, POST /v1/shadow, POST /v1/shadow/stop, GET /v1/share, GET|POST /v1/share/invitations, POST /v1/share/invitations/ID/revoke, GET /v1/share/attendees, POST /v1/share/attendees/ID/level|terminate, POST /v1/share/pause|resume|close|rect|connect-to-client, GET {EVENTS_PATH})"
             ))),
         }
     }
 }
 
 /// One session notification on the event stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EventRecord {
     /// create, delete, connect, disconnect, logon, logoff, state-change, remote-control, lagged
     pub event: String,
@@ -352,6 +533,24 @@ pub struct EventRecord {
     /// For `lagged`: how many events this subscriber missed because it read too slowly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+    /// Sharing events: the attendee concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attendee: Option<AttendeeInfo>,
+    /// attendee-disconnected: APP, ERR or CLI; connection-failed: what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// control-level-change-requested: the level asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// connection-failed: every address tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<String>>,
+    /// shared-rect-changed: the new rectangle (absent: the whole desktop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rect: Option<RectInfo>,
+    /// invitation-created / invitation-revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<u32>,
     /// RFC 3339, UTC.
     pub time: String,
 }
@@ -421,6 +620,25 @@ mod tests {
             },
             Request::Shadow { target: 2, control: true },
             Request::ShadowStop,
+            Request::ShareInfo,
+            Request::Invite {
+                password: Some("pw".into()),
+                attendee_limit: 3,
+                group: Some("g".into()),
+                policy: Some(SharePolicyInfo { default_level: "view".into(), auto_grant: "interactive".into() }),
+            },
+            Request::Invite { password: None, attendee_limit: 10, group: None, policy: None },
+            Request::Invitations,
+            Request::Revoke { invitation: 2 },
+            Request::Attendees,
+            Request::SetLevel { attendee: 4, level: "interactive".into() },
+            Request::Terminate { attendee: 4 },
+            Request::Pause,
+            Request::Resume,
+            Request::CloseSharing,
+            Request::SharedRect { rect: Some(RectInfo { left: 1, top: 2, right: 30, bottom: 40 }) },
+            Request::SharedRect { rect: None },
+            Request::ConnectToClient { connection_string: "<E><C><T ID=\"1\" SID=\"0\"><L P=\"1\" N=\"127.0.0.1\"/></T></C></E>".into() },
         ];
         for request in requests {
             let (method, path, body) = request.to_http();

@@ -155,12 +155,9 @@ fn event_stream(events: broadcast::Receiver<EventRecord>) -> Response<Body_> {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(missed)) => EventRecord {
                 event: "lagged".into(),
-                session: 0,
-                user: None,
-                from: None,
-                to: None,
                 missed: Some(missed),
                 time: rfc3339(std::time::SystemTime::now()),
+                ..EventRecord::default()
             },
             Err(broadcast::error::RecvError::Closed) => return None,
         };

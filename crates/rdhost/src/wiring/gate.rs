@@ -21,6 +21,11 @@ pub struct Gate {
     /// The key that ends a shadow, and what it does (at once; it must not block).
     hotkey: Hotkey,
     on_hotkey: Box<dyn Fn() + Send + Sync>,
+    /// A sharing attendee shown only the shared rectangle: where that rectangle starts, added
+    /// to its pointer positions.
+    offset: (u16, u16),
+    /// A sharing attendee asked for a control level (view, interact).
+    on_control_request: Option<Box<dyn Fn(bool, bool) + Send + Sync>>,
 }
 
 struct GateState {
@@ -37,7 +42,14 @@ struct GateState {
 impl Gate {
     pub fn new(desktop: Arc<dyn Desktop>, board: Arc<MessageBoard>, role: Role, hotkey: Hotkey, on_hotkey: Box<dyn Fn() + Send + Sync>) -> Arc<Gate> {
         let state = GateState { role, size: None, layout: None, ctrl: false, alt: false, shift: false };
-        Arc::new(Gate { desktop, board, state: Mutex::new(state), hotkey, on_hotkey })
+        Arc::new(Gate { desktop, board, state: Mutex::new(state), hotkey, on_hotkey, offset: (0, 0), on_control_request: None })
+    }
+
+    /// A gate for a sharing attendee: pointer positions shifted by the shared rectangle's
+    /// origin, control requests handed to `on_control_request`.
+    pub fn with_sharing(self: Arc<Self>, offset: (u16, u16), on_control_request: Box<dyn Fn(bool, bool) + Send + Sync>) -> Arc<Gate> {
+        let gate = Arc::into_inner(self).expect("a new gate has one owner");
+        Arc::new(Gate { offset, on_control_request: Some(on_control_request), ..gate })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -51,8 +63,9 @@ impl Gate {
         state.role == Role::Primary
     }
 
-    pub fn set_role(&self, role: Role) {
-        self.lock().role = role;
+    /// Returns the role it had.
+    pub fn set_role(&self, role: Role) -> Role {
+        std::mem::replace(&mut self.lock().role, role)
     }
 
     /// This terminal became the one the desktop follows: give the desktop its size and layout.
@@ -97,10 +110,17 @@ impl InputSink for Gate {
             return;
         }
         // A message box on the session takes the input it needs before the desktop sees it.
+        let event = shifted(event, self.offset);
         if self.board.handle_input(&event) {
             return;
         }
         self.desktop.input(event);
+    }
+
+    fn control_request(&self, request: rdhost_rdp::ControlRequest) {
+        if let Some(on_request) = &self.on_control_request {
+            on_request(request.view, request.interact);
+        }
     }
 
     fn resize(&self, size: Size) {
@@ -113,5 +133,25 @@ impl InputSink for Gate {
         if self.remember(|state| state.layout = Some(layout)) {
             self.desktop.set_keyboard_layout(layout);
         }
+    }
+}
+
+/// Pointer positions from a client shown a rectangle of the desktop, in desktop coordinates.
+fn shifted(event: InputEvent, (dx, dy): (u16, u16)) -> InputEvent {
+    let at = |x: u16, y: u16| (x.saturating_add(dx), y.saturating_add(dy));
+    match event {
+        InputEvent::PointerMove { x, y } => {
+            let (x, y) = at(x, y);
+            InputEvent::PointerMove { x, y }
+        }
+        InputEvent::Button { button, pressed, x, y } => {
+            let (x, y) = at(x, y);
+            InputEvent::Button { button, pressed, x, y }
+        }
+        InputEvent::Wheel { axis, delta, x, y } => {
+            let (x, y) = at(x, y);
+            InputEvent::Wheel { axis, delta, x, y }
+        }
+        other => other,
     }
 }

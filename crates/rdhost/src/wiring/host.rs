@@ -11,15 +11,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rdhost_desktop::{Desktop, DesktopEnd, MessageBoard};
 use rdhost_model::{
-    AuthThrottle, CloseReason, Effect, LogonError, LogonKind, Role, SessionEvent, SessionId, SessionTable, TerminalId,
-    ThrottleConfig,
+    AuthThrottle, CloseReason, ControlLevel, DisconnectReason, Effect, LogonError, LogonKind, Refusal, Role, SessionEvent, SessionId,
+    SessionTable, Sharing, TerminalId, ThrottleConfig,
 };
 use rdhost_rdp::{
     AcceptConfig, Accepted, AuthFailure, Authenticate, ClientDetails, FeedProfile, Showing, Stage, TerminalCommand,
     TerminalEnd, TerminalStats, error_info,
 };
-use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::task::LocalPoolHandle;
 use tracing::{debug, info, warn};
 
 use super::desktops::DesktopSource;
@@ -31,8 +32,31 @@ use crate::control::protocol::{EventRecord, rfc3339};
 /// Events kept for slow `rdhost events` readers before they are told they missed some.
 const EVENT_BACKLOG: usize = 1024;
 
+/// Who may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Users log on with their accounts; a client bearing an invitation's ticket joins that
+    /// sharing instead (`rdhost serve`).
+    Accounts,
+    /// Only attendees with an invitation (`rdhost share start`): there are no accounts.
+    InvitationsOnly,
+}
+
+/// What a connection turned out to be once its credentials were looked at.
+pub enum Admitted {
+    User(Identity),
+    /// A sharing attendee: the invitation's password is checked at admission, by the model.
+    Attendee,
+}
+
+/// How a dialled connection (`connect-to-client`) ended its admission: the attendee's id, or why not.
+pub(super) type AdmissionReport = oneshot::Sender<Result<rdhost_model::AttendeeId, String>>;
+
 pub struct Host {
     state: Mutex<HostState>,
+    pub(super) admission: Admission,
+    /// IronRDP's acceptor futures are not Send: each connection lives on one pool thread.
+    pool: LocalPoolHandle,
     next_terminal: AtomicU64,
     pub(super) authenticator: Arc<dyn Authenticator>,
     accept: AcceptConfig,
@@ -43,6 +67,10 @@ pub struct Host {
     pub(super) events: broadcast::Sender<EventRecord>,
     /// Desktops and their watchers run on the main runtime, not on a connection's thread.
     runtime: tokio::runtime::Handle,
+    /// Where attendees reach this host: the `<L>` entries of new invitations.
+    pub(super) share_listeners: Mutex<Vec<rdhost_model::Listener>>,
+    /// Set when a sharing is closed (the standalone sharer then exits).
+    pub(super) sharing_closed: watch::Sender<bool>,
 }
 
 pub(super) struct HostState {
@@ -50,6 +78,8 @@ pub(super) struct HostState {
     throttle: AuthThrottle,
     pub desktops: HashMap<SessionId, DesktopSlot>,
     pub terminals: HashMap<TerminalId, TerminalSlot>,
+    /// Sessions being shared (Desktop Sharing), by session.
+    pub sharings: HashMap<SessionId, Sharing>,
 }
 
 /// A session's desktop: `None` while it starts; the sender goes when the session ends.
@@ -57,6 +87,13 @@ pub(super) struct DesktopSlot {
     pub ready: watch::Sender<Option<Arc<SessionDesktop>>>,
     /// A logoff arrived while the desktop was starting: end it as soon as it is up.
     terminate_when_ready: bool,
+}
+
+impl DesktopSlot {
+    /// The slot of a desktop that already runs (the sharer's display).
+    pub fn running(live: Arc<SessionDesktop>) -> Self {
+        DesktopSlot { ready: watch::Sender::new(Some(live)), terminate_when_ready: false }
+    }
 }
 
 /// A running desktop and what its terminals share: the stage (one encode per codec profile)
@@ -68,7 +105,7 @@ pub(super) struct SessionDesktop {
 }
 
 pub(super) struct TerminalSlot {
-    commands: mpsc::Sender<TerminalCommand>,
+    pub(super) commands: mpsc::Sender<TerminalCommand>,
     pub client: ClientDetails,
     pub stats: Arc<TerminalStats>,
     profile: FeedProfile,
@@ -82,6 +119,7 @@ impl Host {
         authenticator: Arc<dyn Authenticator>,
         accept: AcceptConfig,
         desktop_source: DesktopSource,
+        admission: Admission,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let mut policy = config.policy();
@@ -95,7 +133,10 @@ impl Host {
                 throttle: AuthThrottle::new(ThrottleConfig::default()),
                 desktops: HashMap::new(),
                 terminals: HashMap::new(),
+                sharings: HashMap::new(),
             }),
+            admission,
+            pool: LocalPoolHandle::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             next_terminal: AtomicU64::new(1),
             authenticator,
             accept,
@@ -105,7 +146,18 @@ impl Host {
             control_socket: config.control_socket.clone(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             runtime,
+            share_listeners: Mutex::new(Vec::new()),
+            sharing_closed: watch::Sender::new(false),
         })
+    }
+
+    /// Our certificate's public key (what invitations' KH is a hash of).
+    pub(super) fn public_key(&self) -> &[u8] {
+        &self.accept.public_key
+    }
+
+    pub(super) fn spawn_on_runtime(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
     }
 
     pub(super) fn desktop_kind(&self) -> &'static str {
@@ -122,8 +174,10 @@ impl Host {
         let mut state = self.lock();
         let result = f(&mut state);
         let events = state.table.drain_events();
+        let share_events: Vec<_> = state.sharings.iter_mut().flat_map(|(id, s)| s.drain_events().into_iter().map(|e| (*id, e))).collect();
         drop(state);
         self.publish(events);
+        self.publish_share(share_events);
         result
     }
 
@@ -134,11 +188,8 @@ impl Host {
             let record = |name: &str| EventRecord {
                 event: name.into(),
                 session: event.session(),
-                user: None,
-                from: None,
-                to: None,
-                missed: None,
                 time: time.clone(),
+                ..EventRecord::default()
             };
             let record = match &event {
                 SessionEvent::Create { .. } => record("create"),
@@ -159,8 +210,21 @@ impl Host {
         }
     }
 
-    /// One client, from its first byte to its last.
-    pub async fn run_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    /// Serve one client on a pool thread (the acceptor's futures are not Send).
+    pub fn spawn_connection<S>(self: &Arc<Self>, stream: S, peer: SocketAddr, report: Option<AdmissionReport>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let host = Arc::clone(self);
+        self.pool.spawn_pinned(move || async move { host.run_connection(stream, peer, report).await });
+    }
+
+    /// One client, from its first byte to its last. `report` (a dialled attendee) learns
+    /// whether it was admitted.
+    pub async fn run_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr, report: Option<AdmissionReport>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // Hold every answer to an address that recently failed to log on, whatever the protocol.
         let delay = self.lock().throttle.delay(peer.ip(), Instant::now());
         if !delay.is_zero() {
@@ -180,8 +244,15 @@ impl Host {
                     self.lock().throttle.record_failure(peer.ip(), Instant::now());
                 }
                 warn!(%peer, "connection dropped: {e}");
+                if let Some(report) = report {
+                    let _ = report.send(Err(format!("the RDP connection failed: {e}")));
+                }
                 return;
             }
+        };
+        let identity = match identity {
+            Admitted::User(identity) => identity,
+            Admitted::Attendee => return self.run_attendee(terminal, peer, report).await,
         };
         let terminal_id = TerminalId(self.next_terminal.fetch_add(1, Ordering::Relaxed));
         let (commands, command_rx) = mpsc::channel(8);
@@ -224,18 +295,44 @@ impl Host {
         }
         info!(%peer, user = identity.user, session = logon.session, kind = ?logon.kind, "terminal {} shows session {}", terminal_id.0, logon.session);
 
-        let end = match self.showing(terminal_id, logon.session).await {
+        self.show_until_gone(terminal, terminal_id, logon.session, command_rx, peer).await;
+    }
+
+    /// Run a terminal that the model has placed, until it ends; then tell the model.
+    pub(super) async fn show_until_gone(
+        self: &Arc<Self>,
+        terminal: rdhost_rdp::Terminal,
+        terminal_id: TerminalId,
+        session: SessionId,
+        command_rx: mpsc::Receiver<TerminalCommand>,
+        peer: SocketAddr,
+    ) {
+        let end = match self.showing(terminal_id, session).await {
             Some(showing) => terminal.run(showing, command_rx).await,
             None => {
                 terminal.refuse(error_info::SERVER_DENIED_CONNECTION).await;
                 TerminalEnd::Disconnected { error_info: error_info::SERVER_DENIED_CONNECTION }
             }
         };
-        let (shown, effects) = self.with_state(|state| {
+        // An attendee that went by itself left (CLI); one lost to an error is ERR.
+        let why = match &end {
+            TerminalEnd::ConnectionLost(_) => DisconnectReason::Err,
+            _ => DisconnectReason::Cli,
+        };
+        let (shown, effects, share_effects) = self.with_state(|state| {
             state.terminals.remove(&terminal_id);
             let shown = state.table.shows(terminal_id).map(|(session, _)| session);
-            (shown, state.table.terminal_gone(terminal_id, SystemTime::now()))
+            let mut share_effects = Vec::new();
+            for (id, sharing) in state.sharings.iter_mut() {
+                if sharing.attendee_of(terminal_id).is_some() {
+                    share_effects.push((*id, sharing.terminal_gone(&mut state.table, terminal_id, why, SystemTime::now())));
+                }
+            }
+            (shown, state.table.terminal_gone(terminal_id, SystemTime::now()), share_effects)
         });
+        for (session, effects) in share_effects {
+            self.apply_share(session, effects);
+        }
         self.apply(effects);
         let session = shown.map_or_else(|| "none".to_owned(), |s| s.to_string());
         match &end {
@@ -244,6 +341,60 @@ impl Host {
         }
         // The terminal (and its feed) is gone by now.
         return_freed_memory();
+    }
+
+    /// Admit a sharing attendee (its ticket and password against the invitations, by the model),
+    /// then show it the shared session at its control level.
+    async fn run_attendee(self: Arc<Self>, terminal: rdhost_rdp::Terminal, peer: SocketAddr, report: Option<AdmissionReport>) {
+        let terminal_id = TerminalId(self.next_terminal.fetch_add(1, Ordering::Relaxed));
+        let (commands, command_rx) = mpsc::channel(8);
+        let client = terminal.client().clone();
+        let slot = TerminalSlot { commands, client: client.clone(), stats: terminal.stats(), profile: terminal.feed_profile(), gate: None };
+        // xfreerdp's RA mode sends the user name given with /u: (often none): then the client's
+        // computer name stands for the attendee.
+        let name = if client.user.is_empty() { client.client_name.clone() } else { client.user.clone() };
+        let invitations_only = self.admission == Admission::InvitationsOnly;
+        let decided = self.with_state(|state| {
+            let ticket = client.working_dir.as_str();
+            let session = state
+                .sharings
+                .iter()
+                .find(|(_, s)| s.invitation_for_ticket(ticket).is_some())
+                .map(|(id, _)| *id)
+                .or_else(|| if invitations_only { state.sharings.keys().next().copied() } else { None });
+            let Some(session) = session else { return Err(Refusal::UnknownTicket) };
+            let sharing = state.sharings.get_mut(&session).expect("found above");
+            let (attendee, effects) =
+                sharing.admit(&mut state.table, ticket, &client.alternate_shell, &name, &peer.to_string(), terminal_id, SystemTime::now())?;
+            state.terminals.insert(terminal_id, slot);
+            Ok((session, attendee, effects))
+        });
+        let (session, attendee, effects) = match decided {
+            Ok(decided) => decided,
+            Err(refusal) => {
+                warn!(%peer, attendee = name, ticket_len = client.working_dir.len(), "attendee refused: {refusal}");
+                if matches!(refusal, Refusal::WrongPassword(_) | Refusal::UnknownTicket) {
+                    self.lock().throttle.record_failure(peer.ip(), Instant::now());
+                }
+                if let Some(report) = report {
+                    let _ = report.send(Err(format!("the viewer was refused: {refusal}")));
+                }
+                terminal.refuse(refusal.error_info()).await;
+                return;
+            }
+        };
+        info!(%peer, attendee = name, session, "attendee {} joined as terminal {}", attendee.0, terminal_id.0);
+        // Its own show is the one it starts with, not a command.
+        let (own, others): (Vec<_>, Vec<_>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, rdhost_model::ShareEffect::Session(Effect::Show { terminal, .. }) if *terminal == terminal_id));
+        drop(own);
+        // Commands for this terminal (its participant notice, a pause) wait in its queue until it runs.
+        self.apply_share(session, others);
+        if let Some(report) = report {
+            let _ = report.send(Ok(attendee));
+        }
+        self.show_until_gone(terminal, terminal_id, session, command_rx, peer).await;
     }
 
     /// Start the desktop of a new session, publish it to whoever waits, and watch it for its end.
@@ -344,10 +495,23 @@ impl Host {
                 host.apply(effects);
             }
         });
-        let gate = Gate::new(Arc::clone(&live.desktop), Arc::clone(&live.board), role, self.shadow_hotkey, on_hotkey);
+        // A sharing attendee sees only the shared rectangle, and its pointer lands inside it.
+        let region = state.sharings.get(&session).filter(|s| s.attendee_of(terminal).is_some()).and_then(|s| s.rect());
+        let offset = region.map_or((0, 0), |r| (r.left, r.top));
+        let host = Arc::downgrade(self);
+        let on_request = Box::new(move |view: bool, interact: bool| {
+            if let Some(host) = host.upgrade() {
+                host.control_request(terminal, view, interact);
+            }
+        });
+        let gate = Gate::new(Arc::clone(&live.desktop), Arc::clone(&live.board), role, self.shadow_hotkey, on_hotkey)
+            .with_sharing(offset, on_request);
         let slot = state.terminals.get_mut(&terminal)?;
         slot.gate = Some(Arc::clone(&gate));
-        let feed = live.stage.feed(slot.profile);
+        let profile = slot.profile.with_region(region.map(|r| rdhost_desktop::Rect::new(r.left, r.top, r.right - r.left, r.bottom - r.top)));
+        let mut feed = live.stage.feed(profile);
+        // An attendee at control level none is sent no graphics.
+        feed.set_hidden(role == Role::Viewer(ControlLevel::None));
         Some(Showing { session_id, feed, cursor: live.desktop.cursor(), input: gate })
     }
 
@@ -356,24 +520,20 @@ impl Host {
         for effect in effects {
             debug!(?effect, "carrying out");
             match effect {
-                Effect::Show { terminal, session, .. } => {
-                    let host = Arc::clone(self);
-                    self.runtime.spawn(async move {
-                        let Some(live) = host.desktop_of(session).await else { return };
-                        // Built and sent under one lock: Shows reach a terminal in the model's order.
-                        let mut state = host.lock();
-                        let Some(showing) = host.build_showing(&mut state, terminal, session, &live) else { return };
-                        if let Some(slot) = state.terminals.get(&terminal)
-                            && slot.commands.try_send(TerminalCommand::Show(showing)).is_err()
-                        {
-                            // A terminal whose commands back up is about to end on its own.
-                            debug!(terminal = terminal.0, "terminal not taking commands");
-                        }
-                    });
-                }
+                Effect::Show { terminal, session, .. } => self.show(terminal, session),
                 Effect::SetLevel { terminal, level } => {
-                    if let Some(gate) = self.lock().terminals.get(&terminal).and_then(|t| t.gate.clone()) {
-                        gate.set_role(Role::Viewer(level));
+                    let (gate, session) = {
+                        let state = self.lock();
+                        (state.terminals.get(&terminal).and_then(|t| t.gate.clone()), state.table.shows(terminal).map(|(s, _)| s))
+                    };
+                    if let Some(gate) = gate {
+                        let before = gate.set_role(Role::Viewer(level));
+                        // Seeing the screen or not is the feed's business: give it a new one.
+                        if let Some(session) = session
+                            && before.sees_screen() != level.sees_screen()
+                        {
+                            self.show(terminal, session);
+                        }
                     }
                 }
                 Effect::Close { terminal, reason } => self.command(terminal, TerminalCommand::Disconnect { error_info: reason.error_info() }),
@@ -405,7 +565,24 @@ impl Host {
         }
     }
 
-    fn command(&self, terminal: TerminalId, command: TerminalCommand) {
+    /// Send `terminal` what it needs to show `session` (once that desktop runs), as the model says.
+    pub(super) fn show(self: &Arc<Self>, terminal: TerminalId, session: SessionId) {
+        let host = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let Some(live) = host.desktop_of(session).await else { return };
+            // Built and sent under one lock: Shows reach a terminal in the model's order.
+            let mut state = host.lock();
+            let Some(showing) = host.build_showing(&mut state, terminal, session, &live) else { return };
+            if let Some(slot) = state.terminals.get(&terminal)
+                && slot.commands.try_send(TerminalCommand::Show(showing)).is_err()
+            {
+                // A terminal whose commands back up is about to end on its own.
+                debug!(terminal = terminal.0, "terminal not taking commands");
+            }
+        });
+    }
+
+    pub(super) fn command(&self, terminal: TerminalId, command: TerminalCommand) {
         let sender = self.lock().terminals.get(&terminal).map(|t| t.commands.clone());
         if let Some(sender) = sender {
             // A terminal that is not taking commands is about to end on its own.
@@ -455,13 +632,29 @@ fn return_freed_memory() {
 }
 
 impl Authenticate for Host {
-    type Identity = Identity;
+    type Identity = Admitted;
 
     fn nt_hash(&self, user: &str) -> Option<[u8; 16]> {
         self.authenticator.nt_hash(user)
     }
 
-    async fn identity_after_nla(&self, client: &ClientDetails) -> Result<Identity, AuthFailure> {
+    async fn identity_after_nla(&self, client: &ClientDetails) -> Result<Admitted, AuthFailure> {
+        self.identity_after_nla_inner(client).await.map(Admitted::User)
+    }
+
+    async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<Admitted, AuthFailure> {
+        // An invitation's ticket (Client Info WorkingDir) makes an attendee: its password travels
+        // in AlternateShell and is checked at admission, where the refusal reaches the client.
+        let ticketed = !client.working_dir.is_empty() && self.lock().sharings.values().any(|s| s.invitation_for_ticket(&client.working_dir).is_some());
+        if ticketed || self.admission == Admission::InvitationsOnly {
+            return Ok(Admitted::Attendee);
+        }
+        self.authenticate_inner(client, password).await.map(Admitted::User)
+    }
+}
+
+impl Host {
+    async fn identity_after_nla_inner(&self, client: &ClientDetails) -> Result<Identity, AuthFailure> {
         let authenticator = Arc::clone(&self.authenticator);
         let u = client.user.clone();
         let result = tokio::task::spawn_blocking(move || authenticator.identity_after_nla(&u))
@@ -473,7 +666,7 @@ impl Authenticate for Host {
         })
     }
 
-    async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<Identity, AuthFailure> {
+    async fn authenticate_inner(&self, client: &ClientDetails, password: &str) -> Result<Identity, AuthFailure> {
         let peer = client.peer;
         let result = self.check_password(&client.user, client.domain.as_deref(), password).await;
         match result {

@@ -6,6 +6,8 @@ mod control;
 mod desktops;
 mod gate;
 mod host;
+mod sharing;
+pub mod sharer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdhost_desktop::Size;
 use tokio::net::TcpListener;
-use tokio_util::task::LocalPoolHandle;
 use tracing::{info, warn};
 
 use crate::auth::{self, RunAsPolicy};
@@ -63,13 +64,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("authentication: {}", authenticator.describe());
     info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
 
-    let host = Host::new(&config, authenticator, accept, desktop_source, tokio::runtime::Handle::current());
+    let host = Host::new(&config, authenticator, accept, desktop_source, host::Admission::Accounts, tokio::runtime::Handle::current());
+    host.set_listeners(sharing::listeners_for(local));
     let control = crate::control::server::bind(&config.control_socket).await?;
     let _socket_file = crate::control::server::SocketFile(config.control_socket.clone());
     println!("control socket: {}", config.control_socket.display());
     tokio::spawn(crate::control::server::serve(control, Arc::clone(&host)));
-    // IronRDP's acceptor futures are not Send: each connection lives on one pool thread.
-    let pool = LocalPoolHandle::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -80,8 +80,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                     if let Err(e) = stream.set_nodelay(true) {
                         warn!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
-                    let host = Arc::clone(&host);
-                    pool.spawn_pinned(move || async move { host.run_connection(stream, peer).await });
+                    host.spawn_connection(stream, peer, None);
                 }
                 // Out of file descriptors and the like: keep serving the others.
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! Test harness: a real `rdhost serve` process on 127.0.0.1 with an ephemeral port and its own
 //! state directory, killed (and its sessions with it) when the handle drops.
 #![allow(dead_code)] // each test binary uses a different part
+pub mod sharer;
 pub mod xfreerdp;
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -201,7 +202,9 @@ impl Drop for Host {
 fn clear_stale_pyenv_lock() {
     let Some(home) = std::env::var_os("HOME") else { return };
     let lock = Path::new(&home).join(".pyenv/shims/.pyenv-shim");
-    let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
+    let stale = std::fs::metadata(&lock)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
     if stale {
         let _ = std::fs::remove_file(&lock);
     }
@@ -294,4 +297,3 @@ fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
     }
     false
 }
-

@@ -38,6 +38,25 @@ pub fn tools_present(test: &str) -> bool {
     false
 }
 
+/// [`tools_present`], and `more` (tool, Debian package) besides.
+pub fn tools_present_with(test: &str, more: &[(&str, &str)]) -> bool {
+    if !tools_present(test) {
+        return false;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = more
+        .iter()
+        .filter(|(tool, _)| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .map(|(tool, package)| format!("{tool} (apt package {package})"))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: missing tools, install them: {}", missing.join(", "));
+    eprintln!("{test}: skipped, missing tools: {}", missing.join(", "));
+    false
+}
+
 /// Poll `done` every 50 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -200,6 +219,26 @@ impl Xfreerdp {
         Xfreerdp { label: label.to_owned(), client, window: String::new(), xvfb }
     }
 
+    /// Start an Xvfb and an xfreerdp on it with exactly `args` (`args[0]` is its first argument:
+    /// an invitation file must come first); returns at once. For clients that are not tied to a
+    /// [`Host`], such as attendees of a sharer.
+    pub fn start_args(args: &[String], label: &str) -> Xfreerdp {
+        let xvfb = Xvfb::start();
+        let home = xvfb.dir().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let log = |name: &str| std::fs::File::create(xvfb.dir().join(name)).unwrap();
+        let client = Proc::spawn(
+            "xfreerdp",
+            xvfb.command("xfreerdp")
+                .args(args)
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join(".config"))
+                .stdout(log("xfreerdp.out"))
+                .stderr(log("xfreerdp.err")),
+        );
+        Xfreerdp { label: label.to_owned(), client, window: String::new(), xvfb }
+    }
+
     /// [`Xfreerdp::start`], then wait until the client's window is mapped.
     pub fn open(host: &Host, user: (&str, &str), label: &str) -> Xfreerdp {
         let mut client = Self::start(host, user, label);
@@ -210,6 +249,12 @@ impl Xfreerdp {
     /// Wait for the client's top-level window; panics when the client exits first or none
     /// shows within [`WAIT`].
     pub fn wait_window(&mut self, host: &Host) {
+        self.wait_window_for(|| format!("host log:\n{}", host.log()));
+    }
+
+    /// [`Xfreerdp::wait_window`] for a client of any server: `server_log` says what the server
+    /// logged, for the failure message.
+    pub fn wait_window_for(&mut self, server_log: impl Fn() -> String) {
         let deadline = Instant::now() + WAIT;
         // Only this client draws on this display: the first visible xfreerdp window is its own.
         while self.window.is_empty() {
@@ -221,10 +266,10 @@ impl Xfreerdp {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "{}: no xfreerdp window:\n{}\nhost log:\n{}",
+                    "{}: no xfreerdp window:\n{}\n{}",
                     self.label,
                     self.log(),
-                    host.log()
+                    server_log()
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -314,6 +359,16 @@ impl Xfreerdp {
             eprintln!("{}: last screenshot saved to {}", self.label, path.display());
         }
         false
+    }
+
+    /// Keep `shot` as an artifact named like [`Xfreerdp::wait_shot`]'s (for checks that a
+    /// window does *not* show something); returns where.
+    pub fn save_artifact(&self, shot: &Shot, what: &str) -> std::path::PathBuf {
+        let binary = module_path!().split("::").next().unwrap_or("interop");
+        let path = artifacts_dir().join(format!("{binary}-{}-{what}.ppm", self.label));
+        shot.save(&path);
+        eprintln!("{}: screenshot saved to {}", self.label, path.display());
+        path
     }
 
     /// Screenshots until one shows any of `texts` in the terminal font: the index of the one
