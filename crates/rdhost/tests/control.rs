@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, Host, on_screen};
@@ -48,49 +47,10 @@ async fn closed_with(client: &mut Client, timeout: Duration) -> Option<Option<u3
     }
 }
 
-/// `rdhost events --json` in the background; its lines so far.
-struct Events {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Events {
-    fn follow(host: &Host) -> Events {
-        let mut child = Command::new(BIN)
-            .args(["events", "--json", "--socket"])
-            .arg(host.socket())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(serde_json::from_str(&line).expect("one JSON object per line"));
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, lines }
-    }
-
-    fn has(&self, event: &str, session: u32) -> bool {
-        self.lines.lock().unwrap().iter().any(|e| e["event"] == event && e["session"] == session)
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_connect_disconnect_logoff_move_live_terminals() {
     let host = Host::start(&[("alice", "alice-pw-1"), ("bob", "bob-pw-1")], "");
-    let events = Events::follow(&host);
+    let events = host.events();
     let (mut a_client, a) = login(&host, "alice", "alice-pw-1").await;
     let (mut b_client, b) = login(&host, "bob", "bob-pw-1").await;
     let alice_token = types_and_sees(&mut a_client, 1, "alice").await;
@@ -157,7 +117,11 @@ async fn query_connect_disconnect_logoff_move_live_terminals() {
 
     std::thread::sleep(Duration::from_millis(300));
     for (event, session) in [("logon", a), ("logon", b), ("connect", a), ("disconnect", b), ("logoff", b), ("state-change", a)] {
-        assert!(events.has(event, session), "event {event} for session {session}: {:?}", events.lines.lock().unwrap());
+        assert!(
+            events.wait(Duration::ZERO, |e| e["event"] == event && e["session"] == session).is_some(),
+            "event {event} for session {session}: {:?}",
+            events.all()
+        );
     }
 }
 

@@ -49,62 +49,10 @@ async fn closed_with(client: &mut Client, timeout: Duration) -> Option<Option<u3
     }
 }
 
-/// `rdhost share events --json` in the background; its lines so far.
-struct Events {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Events {
-    fn follow(sharer: &Sharer) -> Events {
-        let mut child = Command::new(BIN)
-            .args(["share", "events", "--json", "--control"])
-            .arg(sharer.control_path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(serde_json::from_str(&line).expect("one JSON object per line"));
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, lines }
-    }
-
-    fn find(&self, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
-        self.lines.lock().unwrap().iter().find(|e| pred(e)).cloned()
-    }
-
-    fn wait(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.find(&pred) {
-                return Some(e);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_levels_gate_graphics_and_input() {
     let sharer = Sharer::start(PASSWORD, &[]);
-    let events = Events::follow(&sharer);
+    let events = sharer.events();
     let mut alice = join(&sharer, "alice").await;
     let attendee = sharer.wait_attendee(WAIT, |a| a["name"] == "alice").expect("alice is listed");
     assert_eq!(attendee["level"], "none", "attendees start at none: {attendee}");
@@ -192,7 +140,7 @@ async fn refusals_wrong_password_revoked_and_over_limit() {
 async fn control_requests_pause_rect_and_terminate() {
     // A shell that keeps drawing: a counter every 50 ms.
     let sharer = Sharer::start_command("i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done", PASSWORD, &["--auto-grant", "view"]);
-    let events = Events::follow(&sharer);
+    let events = sharer.events();
     let mut bob = join(&sharer, "bob").await;
     assert!(bob.pump_until(WAIT, |c| on_screen(c, "tick")).await.unwrap(), "auto-grant view starts attendees at view");
 
@@ -308,7 +256,7 @@ async fn rdhost_view_forward_and_reverse() {
     assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
 
     // Nobody listening: every address is named, the exit is non-zero, and the event says so.
-    let events = Events::follow(&sharer);
+    let events = sharer.events();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use ironrdp_acceptor::{Acceptor, AcceptorResult, DesktopSize};
 use rdhost_desktop::{CursorShape, InputEvent, KeyboardLayout, Size};
 use rdhost_frames::{CodecProfile, Feed, FeedProfile, PointerLimits, Update, default_pointer};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -24,6 +24,8 @@ use crate::state::{ActiveAction, ActiveState};
 
 /// A client that does not take our bytes for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a goodbye waits for the client to take it and close.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that does not finish a deactivation-reactivation in this long is gone.
 const REACTIVATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -395,7 +397,16 @@ impl Terminal {
         if self.write(&bytes).await.is_ok() {
             // Give TLS a chance to say close_notify; the client may already be gone.
             let (stream, _) = self.framed.get_inner_mut();
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, stream.shutdown()).await;
+            // Then read (and drop) what the client still sends until it closes. Closing a socket
+            // with unread data makes the kernel reset the connection; a client whose next write
+            // fails then gives up without reading the Set Error Info it already holds (xfreerdp,
+            // refused right after activation, exited 131 instead of the code).
+            let drain = async {
+                let mut sink = [0u8; 4096];
+                while let Ok(1..) = stream.read(&mut sink).await {}
+            };
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, drain).await;
         }
     }
 

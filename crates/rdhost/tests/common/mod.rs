@@ -123,14 +123,7 @@ impl Host {
 
     /// Wait until session `id` is in `state` (None: gone).
     pub fn wait_state(&self, id: u32, state: Option<&str>, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.state_of(id).as_deref() == state {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(timeout, || self.state_of(id).as_deref() == state)
     }
 
     pub fn log(&self) -> String {
@@ -139,14 +132,12 @@ impl Host {
 
     /// Wait until the log contains `needle` (the host logs asynchronously).
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Follow `rdhost events --json` in the background.
+    pub fn events(&self) -> EventStream {
+        EventStream::follow(Command::new(BIN).args(["events", "--json", "--socket"]).arg(self.socket()))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -296,4 +287,71 @@ fn is_descendant(mut pid: u32, ancestor: u32) -> bool {
         pid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     }
     false
+}
+
+/// Poll `done` every 50 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `… events --json` command followed in the background (the host's or a sharer's); the
+/// events so far. The follower is killed on drop.
+pub struct EventStream {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl EventStream {
+    /// Start following; returns once the follower had time to subscribe.
+    pub fn follow(command: &mut Command) -> EventStream {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the events follower");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                // A line that is not JSON is kept as a string: the test's assertion shows it.
+                let event = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                sink.lock().unwrap().push(event);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        EventStream { child, lines }
+    }
+
+    /// Every event so far.
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Wait until some event satisfies `pred`; returns it.
+    pub fn wait(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.lines.lock().unwrap().iter().find(|e| pred(e)).cloned();
+            found.is_some()
+        });
+        found
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::BIN;
+use super::{BIN, EventStream, wait_until};
 
 /// What the shared shell prints first: on an attendee's screen, the picture has arrived.
 pub const READY: &str = "shared-shell-ready";
@@ -126,21 +126,13 @@ impl Sharer {
     }
 
     /// Wait until some attendee satisfies `pred`; returns it.
-    pub fn wait_attendee(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(a) = self.attendees().into_iter().find(|a| pred(a)) {
-                return Some(a);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_attendee(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.attendees().into_iter().find(|a| pred(a));
+            found.is_some()
+        });
+        found
     }
 
     /// A client config joining with this sharer's invitation as `name`.
@@ -163,14 +155,7 @@ impl Sharer {
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(timeout, || self.log().contains(needle))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -209,61 +194,9 @@ pub fn listener_of(connection_string: &str) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], l.port))
 }
 
-/// `rdhost share events --json` followed in the background; the events so far. The follower is
-/// killed on drop.
-pub struct Events {
-    child: Child,
-    lines: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Events {
-    /// Start following; returns once the follower had time to subscribe.
-    pub fn follow(sharer: &Sharer) -> Events {
-        let mut child = Command::new(BIN)
-            .args(["share", "events", "--json", "--control"])
-            .arg(sharer.control_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rdhost share events");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // A line that is not JSON is kept as a string: the test's assertion shows it.
-                let event = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-                sink.lock().unwrap().push(event);
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, lines }
-    }
-
-    /// Every event so far.
-    pub fn all(&self) -> Vec<serde_json::Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Wait until some event satisfies `pred`; returns it.
-    pub fn wait(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.lines.lock().unwrap().iter().find(|e| pred(e)).cloned() {
-                return Some(e);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Sharer {
+    /// Follow `rdhost share events --json` in the background.
+    pub fn events(&self) -> EventStream {
+        EventStream::follow(Command::new(BIN).args(["share", "events", "--json", "--control"]).arg(self.control_path()))
     }
 }

@@ -57,19 +57,7 @@ pub fn tools_present_with(test: &str, more: &[(&str, &str)]) -> bool {
     false
 }
 
-/// Poll `done` every 50 ms until it holds (true) or `timeout` passes (false).
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use super::wait_until;
 
 /// A child process that is killed and reaped when dropped.
 pub struct Proc {
