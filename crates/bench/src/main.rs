@@ -10,13 +10,17 @@
 //!
 //! `--x11` measures X desktops instead (x11.rs), `--sessions-figures` session management
 //! (sessions.rs): `rdhost connect` to the first frame, host CPU with N viewers, events to N
-//! subscribers.
+//! subscribers. `--sharing-figures` measures desktop sharing (sharing.rs): sharer CPU with 1, 5
+//! and 20 attendees of a full-screen animation, `rdhost share connect-to-client` to the first
+//! frame at a listening viewer, and key-to-pixel latency of `rdhost view` and xfreerdp windows
+//! against one host session.
 //!
 //! Progress goes to stderr; stdout gets a table and one JSON line (`{"rdhost_bench": ...}`).
 
 mod host;
 mod procfs;
 mod sessions;
+mod sharing;
 mod x11;
 
 use std::fmt::Write as _;
@@ -105,6 +109,14 @@ struct Args {
     /// sessions: of those, how many log on at the same time (default 10, quick 5).
     #[arg(long)]
     churn_parallel: Option<usize>,
+    /// Measure desktop sharing instead (issue 8): sharer CPU with N attendees of a full-screen
+    /// animation, `rdhost share connect-to-client` to the first frame at a listening viewer, and
+    /// key-to-pixel latency of `rdhost view` and xfreerdp against one host session. Needs Xvfb,
+    /// the rdhost-xprobe programs built next to rdhost, and xfreerdp for its latency row.
+    #[arg(long)]
+    sharing_figures: bool,
+    #[command(flatten)]
+    sharing: sharing::SharingArgs,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -188,6 +200,12 @@ async fn run(args: &Args, bin: PathBuf) -> Result<()> {
         eprintln!("rdhost-bench: host binary {}", bin.display());
         let figures = sessions::run(&bin, &settings).await?;
         sessions::report(&figures);
+        return Ok(());
+    }
+    if args.sharing_figures {
+        eprintln!("rdhost-bench: rdhost binary {}", bin.display());
+        let figures = sharing::run(&bin, &args.sharing, q).await?;
+        sharing::report(&figures);
         return Ok(());
     }
     let s = Settings {
