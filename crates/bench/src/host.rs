@@ -37,8 +37,10 @@ fn make_dir(label: &str) -> Result<PathBuf> {
 pub fn add_users(bin: &Path, state: &Path, users: &[(String, String)]) -> Result<()> {
     // One after the other: each rewrites the users file.
     for (name, password) in users {
+        // As root, `user add` wants the system account named: the benchmark's sessions run as
+        // root then (not root, the host's own user, and this is ignored).
         let mut child = Command::new(bin)
-            .args(["user", "add", name, "--state-dir"])
+            .args(["user", "add", name, "--system-user", "root", "--state-dir"])
             .arg(state)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ironrdp_cliprdr::CliprdrClient;
 use ironrdp_connector::connection_activation::{
     ConnectionActivationFactory, ConnectionActivationState,
 };
@@ -33,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::clipboard::{ClipboardBackend, ClipboardCounters, ClipboardState, Note, decode_text};
 use crate::connect::{self, REMOTEFX_CODEC_ID, Transport, is_hangup};
 use crate::encomsp::{EncomspClient, EncomspCounters, EncomspState, ParticipantState};
 use crate::keymap::{self, KeyStroke};
@@ -123,6 +125,7 @@ pub struct Client {
     pointer_updates: BTreeMap<PointerUpdate, u64>,
     pointer_scratch: Vec<PointerUpdate>,
     encomsp: EncomspState,
+    clipboard: ClipboardState,
 }
 
 fn fastpath_input_allowed(flags: InputFlags) -> bool {
@@ -182,6 +185,7 @@ impl Client {
             pointer_updates: BTreeMap::new(),
             pointer_scratch: Vec::new(),
             encomsp: EncomspState::default(),
+            clipboard: ClipboardState::default(),
         }
     }
 
@@ -308,6 +312,151 @@ impl Client {
             debug!(?pdu, "encomsp");
             self.encomsp.apply(pdu);
         }
+    }
+
+    /// Puts `text` on our clipboard: the server is told (a Format List) and gets the text when
+    /// something in the session pastes it. Before the channel is initialized it is announced
+    /// then. Fails with [`SessionError::Unavailable`] unless we connected with
+    /// [`ClientConfig::clipboard`].
+    pub async fn set_clipboard(&mut self, text: &str) -> Result<(), SessionError> {
+        self.ensure_open()?;
+        self.clipboard_channel()?;
+        self.clipboard.local = Some(text.to_owned());
+        if self.clipboard.ready {
+            self.announce_clipboard().await?;
+        }
+        Ok(())
+    }
+
+    /// The formats (Windows clipboard format ids: 13 is CF_UNICODETEXT) of what the server
+    /// last announced on its clipboard; `None` before it announced anything.
+    pub fn server_clipboard_formats(&self) -> Option<&[u32]> {
+        self.clipboard.server_formats.as_deref()
+    }
+
+    /// Whether the clipboard channel is initialized (the server accepted our Format List).
+    pub fn clipboard_ready(&self) -> bool {
+        self.clipboard.ready
+    }
+
+    pub fn clipboard_counters(&self) -> ClipboardCounters {
+        self.clipboard.counters
+    }
+
+    /// Pastes the server's clipboard: asks for its text (Format Data Request) and pumps until
+    /// the answer comes, within `timeout`. Fails with [`SessionError::Unavailable`] when the
+    /// server announced no text, refused, or did not answer in time.
+    pub async fn paste(&mut self, timeout: Duration) -> Result<String, SessionError> {
+        self.ensure_open()?;
+        self.clipboard_channel()?;
+        let Some(format) = self.clipboard.server_text_format() else {
+            return Err(SessionError::Unavailable(format!(
+                "the server's clipboard holds no text (formats {:?})",
+                self.clipboard.server_formats
+            )));
+        };
+        self.clipboard.pasted = None;
+        let frame = self
+            .stage
+            .get_svc_processor_mut::<CliprdrClient>()
+            .ok_or_else(|| SessionError::Unavailable("no clipboard channel".into()))?
+            .initiate_paste(format)
+            .map_err(|e| SessionError::Unavailable(format!("clipboard channel: {e}")))?;
+        let frame = self
+            .stage
+            .process_svc_processor_messages(frame)
+            .map_err(|e| SessionError::Unavailable(format!("clipboard channel: {}", e.report())))?;
+        self.send(&frame).await?;
+        if !self
+            .pump_until(timeout, |c| c.clipboard.pasted.is_some())
+            .await?
+        {
+            return Err(SessionError::Unavailable(format!(
+                "the server did not send its clipboard within {timeout:?}"
+            )));
+        }
+        match self.clipboard.pasted.take() {
+            Some(Ok(text)) => Ok(text),
+            Some(Err(why)) => Err(SessionError::Unavailable(why)),
+            None => unreachable!("pumped until it came"),
+        }
+    }
+
+    fn clipboard_channel(&mut self) -> Result<(), SessionError> {
+        if self.stage.get_svc_processor::<CliprdrClient>().is_none() {
+            return Err(SessionError::Unavailable(
+                "no clipboard channel: connect with ClientConfig::clipboard".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send a Format List of what our clipboard holds.
+    async fn announce_clipboard(&mut self) -> Result<(), SessionError> {
+        let formats = self.clipboard.local_formats();
+        let Some(cliprdr) = self.stage.get_svc_processor_mut::<CliprdrClient>() else {
+            return Ok(());
+        };
+        let messages = cliprdr
+            .initiate_copy(&formats)
+            .map_err(|e| SessionError::Protocol(format!("clipboard channel: {e}")))?;
+        let frame = self
+            .stage
+            .process_svc_processor_messages(messages)
+            .map_err(|e| SessionError::Protocol(format!("clipboard channel: {}", e.report())))?;
+        self.send(&frame).await
+    }
+
+    /// Act on what the clipboard channel noted in the last PDU.
+    async fn take_clipboard(&mut self) -> Result<(), SessionError> {
+        let Some(cliprdr) = self.stage.get_svc_processor_mut::<CliprdrClient>() else {
+            return Ok(());
+        };
+        let Some(backend) = cliprdr.downcast_backend_mut::<ClipboardBackend>() else {
+            return Ok(());
+        };
+        let notes = std::mem::take(&mut backend.notes);
+        for note in notes {
+            debug!(?note, "clipboard");
+            match note {
+                Note::FormatListWanted => self.announce_clipboard().await?,
+                Note::Ready => self.clipboard.ready = true,
+                Note::ServerCopied(formats) => {
+                    self.clipboard.counters.format_lists += 1;
+                    self.clipboard.server_formats =
+                        Some(formats.iter().map(|f| f.value()).collect());
+                }
+                Note::DataRequested(format) => {
+                    self.clipboard.counters.data_requests += 1;
+                    let response = self.clipboard.answer(format);
+                    let Some(cliprdr) = self.stage.get_svc_processor_mut::<CliprdrClient>() else {
+                        return Ok(());
+                    };
+                    let messages = cliprdr
+                        .submit_format_data(response)
+                        .map_err(|e| SessionError::Protocol(format!("clipboard channel: {e}")))?;
+                    let frame = self
+                        .stage
+                        .process_svc_processor_messages(messages)
+                        .map_err(|e| {
+                            SessionError::Protocol(format!("clipboard channel: {}", e.report()))
+                        })?;
+                    self.send(&frame).await?;
+                }
+                Note::DataArrived(data) => {
+                    self.clipboard.counters.data_responses += 1;
+                    let format = self
+                        .clipboard
+                        .server_text_format()
+                        .unwrap_or(ironrdp_cliprdr::pdu::ClipboardFormatId::CF_UNICODETEXT);
+                    self.clipboard.pasted = Some(match data {
+                        Ok(data) => Ok(decode_text(&data, format)),
+                        Err(()) => Err("the server refused to send its clipboard".into()),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the server opened the display control channel and sent its capabilities, so that
@@ -439,6 +588,7 @@ impl Client {
             .map_err(|e| SessionError::Protocol(e.report().to_string()))?;
         if action == Action::X224 {
             self.take_encomsp();
+            self.take_clipboard().await?;
         }
         self.handle_outputs(outputs).await
     }

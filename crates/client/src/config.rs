@@ -50,6 +50,9 @@ pub struct ClientConfig {
     /// (may be empty), and the `encomsp` channel is requested. TLS only, whatever `security`
     /// says: there is no account for NLA to prove (FreeRDP's assistance mode does the same).
     pub assistance: Option<Assistance>,
+    /// Join the `cliprdr` channel: [`Client::set_clipboard`](crate::Client::set_clipboard) and
+    /// [`Client::paste`](crate::Client::paste) then work. Off by default.
+    pub clipboard: bool,
 }
 
 impl ClientConfig {
@@ -97,6 +100,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(20),
             client_name: "rdhost-client".to_owned(),
             assistance: None,
+            clipboard: false,
         }
     }
 }

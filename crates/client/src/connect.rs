@@ -191,6 +191,11 @@ pub(crate) async fn run_over(
     if cfg.assistance.is_some() {
         connector.attach_static_channel(EncomspClient::default());
     }
+    if cfg.clipboard {
+        connector.attach_static_channel(ironrdp_cliprdr::CliprdrClient::new(Box::new(
+            crate::clipboard::ClipboardBackend::default(),
+        )));
+    }
     let mut error_info = None;
 
     // X.224 negotiation, in the clear.

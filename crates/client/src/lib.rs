@@ -5,7 +5,8 @@
 //! [`connect_over`] runs over a connection the sharer dialled (reverse connect). Built on IronRDP's
 //! client crates (connector / session), with the bits tests need that those do not expose:
 //! the numeric Set Error Info code, a pre-connection PDU, byte and frame counters, and which
-//! codec the server chose.
+//! codec the server chose. With [`ClientConfig::clipboard`] it joins `cliprdr`: it puts text
+//! on the server's clipboard and pastes what the server announces.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,7 @@
 //! ```
 
 mod client;
+mod clipboard;
 mod config;
 mod connect;
 mod encomsp;
@@ -30,6 +32,7 @@ mod tls;
 mod wire;
 
 pub use client::{Button, Client, Pointer, PointerShape, connect, connect_over};
+pub use clipboard::ClipboardCounters;
 pub use config::{Assistance, ClientConfig, Security};
 pub use encomsp::{EncomspCounters, ParticipantState};
 pub use error::{ConnectError, SessionError};

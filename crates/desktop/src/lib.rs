@@ -5,6 +5,7 @@
 //! keyboard protocol uses, and pixels are plain 32-bit BGRX.
 
 pub mod canvas;
+pub mod clipboard;
 pub mod input;
 pub mod message;
 pub mod process;
@@ -14,6 +15,7 @@ pub mod x11;
 pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, Subscription};
 pub use input::{Hotkey, InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
 pub use canvas::Overlay;
+pub use clipboard::{ClipboardError, ClipboardOffer, ClipboardText, FetchReply, MAX_CLIPBOARD_BYTES};
 pub use message::{Buttons, MessageAnswer, MessageBoard, MessageBox, MessageError, MessageId};
 pub use terminal::{RunAs, TerminalDesktop, TerminalError, TerminalOptions};
 
@@ -136,6 +138,22 @@ pub trait Desktop: Send + Sync {
     /// Empty for a desktop that runs no processes of its own (an attached display).
     fn session_marks(&self) -> SessionMarks {
         SessionMarks::default()
+    }
+    /// Text copied inside the desktop, and its changes (`None` until something is copied).
+    /// The wire offers it to the clients that take part; a desktop without a clipboard never
+    /// changes it.
+    fn clipboard(&self) -> tokio::sync::watch::Receiver<Option<ClipboardText>> {
+        tokio::sync::watch::channel(None).1
+    }
+    /// A client's clipboard now holds text (`Some`), which the desktop fetches when one of its
+    /// programs pastes, or holds text no more (`None`). The newest offer wins.
+    fn clipboard_offer(&self, _offer: Option<ClipboardOffer>) {}
+    /// Put known text on the desktop's clipboard, as a client's copy would.
+    fn clipboard_set(&self, text: String) {
+        match ClipboardOffer::ready(text) {
+            Ok(offer) => self.clipboard_offer(Some(offer)),
+            Err(e) => tracing::warn!("clipboard text not set: {e}"),
+        }
     }
 }
 

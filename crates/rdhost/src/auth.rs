@@ -9,9 +9,11 @@
 //! Which system account a session runs as ([`Identity::run_as`]):
 //! * host not root: `None`, every session runs as the host's own user (single-user mode);
 //! * host root, PAM user: that user;
-//! * host root, users-file account: its `system_user`, default the host's own user (root).
+//! * host root, users-file account: its `system_user`, else the system account of the same
+//!   name; with neither the logon is refused. Never root unless the administrator named root
+//!   (`--system-user root`, or an account called root).
 
-use std::ffi::{CStr, CString, c_void};
+use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::AuthBackendKind;
+use crate::pam;
 use crate::users::{UserEntry, UsersFile, verify_password};
 
 /// Who logged on, and which system account their session runs as (`None`: the host's own).
@@ -88,38 +91,38 @@ pub trait Authenticator: Send + Sync {
     fn identity_after_nla(&self, user: &str) -> Result<Identity, AuthError>;
     /// NLA can check every account this backend would accept (all have NT hashes).
     fn nla_ready(&self) -> bool;
+    /// Every account NLA can check, with its NT hash: SPNEGO-wrapped NTLM needs them all up front.
+    fn nla_accounts(&self) -> Vec<(String, [u8; 16])> {
+        Vec::new()
+    }
     /// One line for the startup log: which backend, where.
     fn describe(&self) -> String;
 }
 
 /// How identities map to system accounts; decided once from the host's privileges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunAsPolicy {
     /// The host is not root: sessions run as the host's user; `run_as` is always `None`.
     SingleUser,
-    /// The host is root: sessions run as a system account; users-file accounts without a
-    /// `system_user` run as `host_user`.
-    Root { host_user: String },
+    /// The host is root: every session runs as a system account, and which one is explicit
+    /// (a PAM user's own; a users-file account's `system_user` or namesake), never a default.
+    Root,
 }
 
 impl RunAsPolicy {
     pub fn detect() -> Self {
-        let euid = nix::unistd::geteuid();
-        if !euid.is_root() {
-            return Self::SingleUser;
+        if nix::unistd::geteuid().is_root() {
+            Self::Root
+        } else {
+            Self::SingleUser
         }
-        let host_user = nix::unistd::User::from_uid(euid)
-            .ok()
-            .flatten()
-            .map_or_else(|| "root".to_owned(), |u| u.name);
-        Self::Root { host_user }
     }
 
-    fn resolve(&self, account: Option<&str>, who: &str) -> Result<Option<SystemUser>, AuthError> {
-        let Self::Root { host_user } = self else {
+    /// The system account `name`, which `who` maps to; it must exist.
+    fn resolve(self, name: &str, who: &str) -> Result<Option<SystemUser>, AuthError> {
+        if self == Self::SingleUser {
             return Ok(None);
-        };
-        let name = account.unwrap_or(host_user);
+        }
         match SystemUser::lookup(name) {
             Ok(Some(u)) => Ok(Some(u)),
             Ok(None) => Err(AuthError::Backend(format!(
@@ -130,6 +133,54 @@ impl RunAsPolicy {
             ))),
         }
     }
+}
+
+/// Which system account a users-file account's sessions run as when the host is root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountMapping {
+    /// Its `system_user`.
+    Named(String),
+    /// No `system_user`; a system account of the same name exists.
+    SameName(String),
+    /// No `system_user` and no system account of that name: logons are refused.
+    Unmapped,
+}
+
+impl AccountMapping {
+    /// How `entry` maps when the host is root (looks the same-named account up).
+    pub fn of(entry: &UserEntry) -> Result<Self, AuthError> {
+        if let Some(name) = &entry.system_user {
+            return Ok(Self::Named(name.clone()));
+        }
+        match SystemUser::lookup(&entry.name) {
+            Ok(Some(_)) => Ok(Self::SameName(entry.name.clone())),
+            Ok(None) => Ok(Self::Unmapped),
+            Err(e) => Err(AuthError::Backend(format!(
+                "looking up system account {:?}: {e}",
+                entry.name
+            ))),
+        }
+    }
+
+    /// The system account, if there is one to run as.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Self::Named(n) | Self::SameName(n) => Some(n),
+            Self::Unmapped => None,
+        }
+    }
+}
+
+/// Why a users-file account without a system account cannot log on, and how to fix it.
+fn unmapped_message(account: &str, users_file: &Path) -> String {
+    format!(
+        "users-file account {account:?} has no system_user and there is no system account \
+         {account:?}: as root, rdhost runs a session only as an account named for it, never as \
+         root by default. Add `system_user = \"NAME\"` to its entry in {} (`system_user = \"root\"` \
+         if root sessions are really meant), or remove it and add it again with \
+         `rdhost user add {account} --system-user NAME`",
+        users_file.display()
+    )
 }
 
 /// Clients may send `DOMAIN\user` in the user field; the account is the part after the backslash.
@@ -231,10 +282,19 @@ fn dummy_hash() -> &'static str {
 impl UsersFileAuth {
     /// Who a users-file account is once its password (or NLA) checked out.
     fn identity_of(&self, entry: &UserEntry) -> Result<Identity, AuthError> {
-        let run_as = self.policy.resolve(
-            entry.system_user.as_deref(),
-            &format!("users-file account {:?}", entry.name),
-        )?;
+        let run_as = match self.policy {
+            RunAsPolicy::SingleUser => None,
+            RunAsPolicy::Root => {
+                let Some(account) = AccountMapping::of(entry)?.account().map(str::to_owned) else {
+                    return Err(AuthError::Backend(unmapped_message(
+                        &entry.name,
+                        &self.path,
+                    )));
+                };
+                self.policy
+                    .resolve(&account, &format!("users-file account {:?}", entry.name))?
+            }
+        };
         Ok(Identity {
             user: entry.name.clone(),
             run_as,
@@ -266,6 +326,10 @@ impl Authenticator for UsersFileAuth {
         self.users().ok()?.get(name)?.nt_hash_bytes()
     }
 
+    fn nla_accounts(&self) -> Vec<(String, [u8; 16])> {
+        self.users().map(|f| f.users.iter().filter_map(|u| Some((u.name.clone(), u.nt_hash_bytes()?))).collect()).unwrap_or_default()
+    }
+
     fn nla_ready(&self) -> bool {
         self.users().is_ok_and(|f| {
             !f.users.is_empty() && f.users.iter().all(|u| u.nt_hash_bytes().is_some())
@@ -291,199 +355,57 @@ impl Authenticator for UsersFileAuth {
 /// `/etc/pam.d/other`).
 pub const PAM_SERVICE: &str = "rdhost";
 
-const PAM_SUCCESS: i32 = 0;
-const PAM_BUF_ERR: i32 = 5;
-const PAM_CONV_ERR: i32 = 19;
-const PAM_PROMPT_ECHO_OFF: i32 = 1;
-const PAM_PROMPT_ECHO_ON: i32 = 2;
-const PAM_USER_ITEM: i32 = 2;
-const PAM_FAIL_DELAY_ITEM: i32 = 10;
-const PAM_SILENT: i32 = 0x8000;
-const PAM_DISALLOW_NULL_AUTHTOK: i32 = 0x0001;
-
-/// Return codes that mean "these credentials do not get in" rather than "PAM is broken".
-fn pam_denied(code: i32) -> bool {
-    // PERM_DENIED 6, AUTH_ERR 7, CRED_INSUFFICIENT 8, USER_UNKNOWN 10, MAXTRIES 11,
-    // NEW_AUTHTOK_REQD 12 (expired password: cannot be changed over RDP), ACCT_EXPIRED 13.
-    matches!(code, 6 | 7 | 8 | 10 | 11 | 12 | 13)
-}
-
 /// System users via PAM (service [`PAM_SERVICE`]): `pam_authenticate` then `pam_acct_mgmt`.
+/// libpam is loaded at run time ([`crate::pam`]); without it every attempt is a backend error
+/// that says what to install.
 pub struct PamAuth {
     service: CString,
     policy: RunAsPolicy,
+    library: Result<Arc<pam::Library>, pam::LoadError>,
     /// Some PAM modules are not thread-safe; one conversation at a time.
     serial: Mutex<()>,
 }
 
 impl PamAuth {
+    /// PAM through the system's libpam (loaded once per process).
     pub fn new(service: &str, policy: RunAsPolicy) -> Self {
+        Self::with_library(service, policy, pam::system())
+    }
+
+    /// PAM through `library`, or unavailable for the reason given: how tests stand in for a
+    /// machine without libpam.
+    pub fn with_library(
+        service: &str,
+        policy: RunAsPolicy,
+        library: Result<Arc<pam::Library>, pam::LoadError>,
+    ) -> Self {
         let service = CString::new(service).unwrap_or_else(|_| CString::from(c"rdhost"));
         Self {
             service,
             policy,
+            library,
             serial: Mutex::new(()),
         }
     }
-}
 
-/// Data for the conversation callback.
-struct Conversation {
-    user: CString,
-    password: CString,
-}
-
-/// PAM asks questions through this; we answer the user name and the password, nothing else.
-extern "C" fn converse(
-    num_msg: libc::c_int,
-    msg: *mut *mut pam_sys::PamMessage,
-    resp: *mut *mut pam_sys::PamResponse,
-    appdata: *mut c_void,
-) -> libc::c_int {
-    let Ok(n) = usize::try_from(num_msg) else {
-        return PAM_CONV_ERR;
-    };
-    if n == 0 || msg.is_null() || resp.is_null() || appdata.is_null() {
-        return PAM_CONV_ERR;
+    /// Why PAM cannot be used, if it cannot.
+    pub fn unavailable(&self) -> Option<&pam::LoadError> {
+        self.library.as_ref().err()
     }
-    // SAFETY: appdata is the &Conversation we registered, alive for the whole pam_* call.
-    let conv = unsafe { &*(appdata as *const Conversation) };
-    // SAFETY: PAM frees the array and each `resp` with free(), so they must come from malloc.
-    let replies =
-        unsafe { libc::calloc(n, size_of::<pam_sys::PamResponse>()) } as *mut pam_sys::PamResponse;
-    if replies.is_null() {
-        return PAM_BUF_ERR;
-    }
-    for i in 0..n {
-        // SAFETY: Linux-PAM passes `msg` as an array of n pointers to messages.
-        let style = unsafe { (**msg.add(i)).msg_style };
-        let answer = match style {
-            PAM_PROMPT_ECHO_OFF => Some(&conv.password),
-            PAM_PROMPT_ECHO_ON => Some(&conv.user),
-            _ => None, // error/info text: nothing to answer
-        };
-        if let Some(answer) = answer {
-            // SAFETY: strdup copies a NUL-terminated string into malloc'd memory.
-            let copy = unsafe { libc::strdup(answer.as_ptr()) };
-            if copy.is_null() {
-                for j in 0..i {
-                    // SAFETY: earlier replies were strdup'd or are null (calloc); free both fine.
-                    unsafe { free_secret((*replies.add(j)).resp) };
-                }
-                // SAFETY: allocated above with calloc.
-                unsafe { libc::free(replies as *mut c_void) };
-                return PAM_BUF_ERR;
-            }
-            // SAFETY: i < n, within the calloc'd array.
-            unsafe { (*replies.add(i)).resp = copy };
-        }
-    }
-    // SAFETY: resp is a valid out-pointer per the PAM conversation contract.
-    unsafe { *resp = replies };
-    PAM_SUCCESS
-}
 
-/// Zero then free a malloc'd C string (a password copy we own on an error path).
-unsafe fn free_secret(p: *mut libc::c_char) {
-    if !p.is_null() {
-        // SAFETY: caller guarantees p is a NUL-terminated malloc'd string.
-        unsafe {
-            let len = libc::strlen(p);
-            std::ptr::write_bytes(p, 0, len);
-            libc::free(p as *mut c_void);
-        }
-    }
-}
-
-/// PAM_FAIL_DELAY hook: we delay failures ourselves (AuthThrottle), per source address.
-extern "C" fn no_fail_delay(_retval: libc::c_int, _usec: libc::c_uint, _appdata: *mut c_void) {}
-
-impl PamAuth {
     /// Runs one PAM transaction; returns the (possibly module-mapped) user name.
     fn transaction(&self, user: &str, password: &str) -> Result<String, AuthError> {
-        let (Ok(c_user), Ok(c_password)) = (CString::new(user), CString::new(password)) else {
-            return Err(AuthError::BadCredentials); // NUL bytes: no such account or password
-        };
-        let conv_data = Conversation {
-            user: c_user,
-            password: c_password,
-        };
-        let conv = pam_sys::PamConversation {
-            conv: Some(converse),
-            data_ptr: &conv_data as *const Conversation as *mut c_void,
-        };
+        let library = self
+            .library
+            .as_ref()
+            .map_err(|e| AuthError::Backend(e.to_string()))?;
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let mut handle: *const pam_sys::PamHandle = std::ptr::null();
-        // SAFETY: all pointers are valid NUL-terminated strings / live structs for the call;
-        // PAM copies the conversation struct.
-        let rc = unsafe {
-            pam_sys::raw::pam_start(
-                self.service.as_ptr(),
-                conv_data.user.as_ptr(),
-                &conv,
-                &mut handle,
-            )
-        };
-        if rc != PAM_SUCCESS || handle.is_null() {
-            return Err(AuthError::Backend(format!(
-                "pam_start failed with code {rc}"
-            )));
-        }
-        let h = handle as *mut pam_sys::PamHandle;
-        let result = (|| {
-            // SAFETY: h is a live handle; the item is a function pointer of the documented type.
-            unsafe {
-                pam_sys::raw::pam_set_item(h, PAM_FAIL_DELAY_ITEM, no_fail_delay as *const c_void)
-            };
-            let flags = PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK;
-            // SAFETY: h is live; conv_data outlives these calls.
-            let rc = unsafe { pam_sys::raw::pam_authenticate(h, flags) };
-            if rc != PAM_SUCCESS {
-                return Err(rc);
-            }
-            // SAFETY: as above.
-            let rc = unsafe { pam_sys::raw::pam_acct_mgmt(h, PAM_SILENT) };
-            if rc != PAM_SUCCESS {
-                return Err(rc);
-            }
-            let mut item: *const c_void = std::ptr::null();
-            // SAFETY: PAM_USER is a NUL-terminated string owned by the handle; copied out below.
-            let rc = unsafe { pam_sys::raw::pam_get_item(h, PAM_USER_ITEM, &mut item) };
-            if rc == PAM_SUCCESS && !item.is_null() {
-                // SAFETY: see above; the handle is still live.
-                let name = unsafe { CStr::from_ptr(item as *const libc::c_char) };
-                Ok(name.to_string_lossy().into_owned())
-            } else {
-                Ok(user.to_owned())
-            }
-        })();
-        let message = |rc: i32| {
-            // SAFETY: h is live; pam_strerror returns a static string or null.
-            let s = unsafe { pam_sys::raw::pam_strerror(h, rc) };
-            if s.is_null() {
-                format!("PAM error {rc}")
-            } else {
-                // SAFETY: non-null NUL-terminated string from libpam.
-                format!(
-                    "PAM: {} (code {rc})",
-                    unsafe { CStr::from_ptr(s) }.to_string_lossy()
-                )
-            }
-        };
-        let result = result.map_err(|rc| {
-            if pam_denied(rc) {
-                AuthError::BadCredentials
-            } else {
-                AuthError::Backend(message(rc))
-            }
-        });
-        let end_status = match result {
-            Ok(_) => PAM_SUCCESS,
-            Err(_) => 7,
-        };
-        // SAFETY: h is live and not used after this.
-        unsafe { pam_sys::raw::pam_end(h, end_status) };
-        result
+        library
+            .authenticate(&self.service, user, password)
+            .map_err(|refusal| match refusal {
+                pam::Refusal::Denied(_) => AuthError::BadCredentials,
+                pam::Refusal::Failed(text) => AuthError::Backend(text),
+            })
     }
 }
 
@@ -501,7 +423,7 @@ impl Authenticator for PamAuth {
         let account = self.transaction(name, password)?;
         let run_as = self
             .policy
-            .resolve(Some(&account), &format!("PAM user {account:?}"))?;
+            .resolve(&account, &format!("PAM user {account:?}"))?;
         Ok(Identity {
             user: account,
             run_as,
@@ -521,7 +443,11 @@ impl Authenticator for PamAuth {
     }
 
     fn describe(&self) -> String {
-        format!("PAM service {:?}", self.service.to_string_lossy())
+        let service = format!("PAM service {:?}", self.service.to_string_lossy());
+        match &self.library {
+            Ok(_) => service,
+            Err(e) => format!("{service}, UNAVAILABLE ({e})"),
+        }
     }
 }
 
@@ -529,7 +455,8 @@ impl Authenticator for PamAuth {
 // Auto
 
 /// The users file while it has at least one user, PAM otherwise; decided per attempt, so
-/// `rdhost user add` on a running host switches it over without a restart.
+/// `rdhost user add` on a running host switches it over without a restart. Without libpam it is
+/// the users file alone.
 pub struct AutoAuth {
     users: UsersFileAuth,
     pam: PamAuth,
@@ -541,11 +468,16 @@ impl AutoAuth {
     }
 
     fn active(&self) -> Result<&dyn Authenticator, AuthError> {
-        Ok(if self.users.has_users()? {
-            &self.users
-        } else {
-            &self.pam
-        })
+        if self.users.has_users()? {
+            return Ok(&self.users);
+        }
+        match self.pam.unavailable() {
+            None => Ok(&self.pam),
+            Some(e) => Err(AuthError::Backend(format!(
+                "nobody can log on: the users file {} has no accounts (add one with `rdhost user add NAME`) and {e}",
+                self.users.path().display()
+            ))),
+        }
     }
 }
 
@@ -563,6 +495,10 @@ impl Authenticator for AutoAuth {
         self.active().ok()?.nt_hash(user)
     }
 
+    fn nla_accounts(&self) -> Vec<(String, [u8; 16])> {
+        self.active().map(|a| a.nla_accounts()).unwrap_or_default()
+    }
+
     fn identity_after_nla(&self, user: &str) -> Result<Identity, AuthError> {
         self.active()?.identity_after_nla(user)
     }
@@ -572,28 +508,132 @@ impl Authenticator for AutoAuth {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "auto: {} while it has users, else {}",
-            self.users.describe(),
-            self.pam.describe()
-        )
+        match self.pam.unavailable() {
+            None => format!(
+                "auto: {} while it has users, else {}",
+                self.users.describe(),
+                self.pam.describe()
+            ),
+            Some(_) => format!(
+                "auto: {} only; {}",
+                self.users.describe(),
+                self.pam.describe()
+            ),
+        }
     }
 }
 
-/// The authenticator `rdhost serve` uses for `kind`.
+/// The authenticator for `kind`, unchecked and silent (the sharer, where no account logs on,
+/// uses this). `rdhost serve` uses [`build_for_serve`].
 pub fn build(
     kind: AuthBackendKind,
     users_file: PathBuf,
     policy: RunAsPolicy,
 ) -> Arc<dyn Authenticator> {
+    build_with(kind, users_file, policy, pam::system())
+}
+
+fn build_with(
+    kind: AuthBackendKind,
+    users_file: PathBuf,
+    policy: RunAsPolicy,
+    library: Result<Arc<pam::Library>, pam::LoadError>,
+) -> Arc<dyn Authenticator> {
     match kind {
         AuthBackendKind::UsersFile => Arc::new(UsersFileAuth::new(users_file, policy)),
-        AuthBackendKind::Pam => Arc::new(PamAuth::new(PAM_SERVICE, policy)),
+        AuthBackendKind::Pam => Arc::new(PamAuth::with_library(PAM_SERVICE, policy, library)),
         AuthBackendKind::Auto => Arc::new(AutoAuth::new(
-            UsersFileAuth::new(users_file, policy.clone()),
-            PamAuth::new(PAM_SERVICE, policy),
+            UsersFileAuth::new(users_file, policy),
+            PamAuth::with_library(PAM_SERVICE, policy, library),
         )),
     }
+}
+
+/// The authenticator `rdhost serve` uses for `kind`, checked at start: `pam` without libpam is
+/// an error that says what to install; `auto` without libpam, and users-file accounts that run
+/// as root or cannot log on at all, are logged as warnings.
+pub fn build_for_serve(
+    kind: AuthBackendKind,
+    users_file: PathBuf,
+    policy: RunAsPolicy,
+) -> anyhow::Result<Arc<dyn Authenticator>> {
+    let (authenticator, warnings) =
+        build_checked(kind, users_file, policy, pam::system()).map_err(anyhow::Error::msg)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(authenticator)
+}
+
+/// [`build_for_serve`] with the libpam to use, returning the warnings instead of logging them.
+pub fn build_checked(
+    kind: AuthBackendKind,
+    users_file: PathBuf,
+    policy: RunAsPolicy,
+    library: Result<Arc<pam::Library>, pam::LoadError>,
+) -> Result<(Arc<dyn Authenticator>, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    match (kind, &library) {
+        (AuthBackendKind::Pam, Err(e)) => {
+            return Err(format!(
+                "cannot use auth = \"pam\": {e}. Or let users-file accounts log on instead \
+                 (auth = \"users-file\", accounts from `rdhost user add NAME`)"
+            ));
+        }
+        (AuthBackendKind::Auto, Err(e)) => warnings.push(format!(
+            "{e}. Until then system users cannot log on, only accounts from the users file {}",
+            users_file.display()
+        )),
+        _ => {}
+    }
+    if kind != AuthBackendKind::Pam && policy == RunAsPolicy::Root {
+        warnings.extend(root_account_warnings(&users_file));
+    }
+    Ok((build_with(kind, users_file, policy, library), warnings))
+}
+
+/// As root: one line for each users-file account whose sessions would run as root, or that
+/// cannot log on for want of a system account.
+fn root_account_warnings(users_file: &Path) -> Vec<String> {
+    let users = match UsersFile::load(users_file) {
+        Ok(users) => users,
+        Err(e) => return vec![format!("{e}: its accounts cannot log on until it is fixed")],
+    };
+    let mut warnings = Vec::new();
+    for entry in &users.users {
+        let name = &entry.name;
+        let mapping = match AccountMapping::of(entry) {
+            Ok(m) => m,
+            Err(e) => {
+                warnings.push(format!("users-file account {name:?}: {e}"));
+                continue;
+            }
+        };
+        let Some(account) = mapping.account() else {
+            warnings.push(format!(
+                "{}; its logons are refused",
+                unmapped_message(name, users_file)
+            ));
+            continue;
+        };
+        match SystemUser::lookup(account) {
+            Ok(Some(u)) if u.uid == 0 => {
+                let why = match mapping {
+                    AccountMapping::Named(_) => format!("system_user = {account:?}"),
+                    _ => "the system account of the same name".to_owned(),
+                };
+                warnings.push(format!(
+                    "users-file account {name:?} runs its sessions as root ({why}): whoever has its password has root shells"
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => warnings.push(format!(
+                "users-file account {name:?} maps to system account {account:?}, which does not exist; its logons are refused"
+            )),
+            Err(e) => warnings.push(format!("users-file account {name:?}: looking up system account {account:?}: {e}")),
+        }
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -720,25 +760,24 @@ mod tests {
         write_users(
             &path,
             &[
-                UserEntry::new("default", "pw", None, false).unwrap(),
+                // No system_user: the system account of the same name (nobody exists everywhere).
+                UserEntry::new("nobody", "pw", None, false).unwrap(),
                 UserEntry::new("mapped", "pw", Some("root".into()), false).unwrap(),
                 UserEntry::new("ghost", "pw", Some("no-such-account-rdhost".into()), false)
                     .unwrap(),
+                // Neither: refused, never root by default.
+                UserEntry::new("nosuchsysuser-rdhost", "pw", None, false).unwrap(),
             ],
         );
-        let root = RunAsPolicy::Root {
-            host_user: "root".into(),
-        };
-        let auth = UsersFileAuth::new(&path, root);
+        let auth = UsersFileAuth::new(&path, RunAsPolicy::Root);
         let run_as = auth
-            .authenticate("default", None, "pw")
+            .authenticate("nobody", None, "pw")
             .unwrap()
             .run_as
             .unwrap();
-        assert_eq!(
-            (run_as.name.as_str(), run_as.uid, run_as.gid),
-            ("root", 0, 0)
-        );
+        let nobody = SystemUser::lookup("nobody").unwrap().unwrap();
+        assert_eq!((run_as.name.as_str(), run_as.uid), ("nobody", nobody.uid));
+        assert_ne!(run_as.uid, 0);
         assert!(run_as.home.is_absolute());
         assert_eq!(
             auth.authenticate("mapped", None, "pw")
@@ -746,24 +785,225 @@ mod tests {
                 .run_as
                 .unwrap()
                 .uid,
-            0
+            0,
+            "an explicit system_user = root stays possible"
         );
         let err = auth.authenticate("ghost", None, "pw").unwrap_err();
         assert!(
             matches!(&err, AuthError::Backend(m) if m.contains("no-such-account-rdhost")),
             "{err}"
         );
+        let err = auth
+            .authenticate("nosuchsysuser-rdhost", None, "pw")
+            .unwrap_err();
+        let AuthError::Backend(text) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            text.contains("\"nosuchsysuser-rdhost\" has no system_user")
+                && text.contains("never as root by default")
+                && text.contains(&path.display().to_string())
+                && text.contains("--system-user NAME"),
+            "{text}"
+        );
+        assert!(matches!(
+            auth.identity_after_nla("nosuchsysuser-rdhost"),
+            Err(AuthError::Backend(_))
+        ));
         // A wrong password never reaches the mapping.
         assert_eq!(
             auth.authenticate("ghost", None, "bad"),
             Err(AuthError::BadCredentials)
         );
+        assert_eq!(
+            auth.authenticate("nosuchsysuser-rdhost", None, "bad"),
+            Err(AuthError::BadCredentials)
+        );
 
-        // Not root: never a run_as, even with a mapping.
+        // Not root: never a run_as, even with a mapping or without a system account.
         let auth = UsersFileAuth::new(&path, RunAsPolicy::SingleUser);
         assert_eq!(
             auth.authenticate("mapped", None, "pw").unwrap().run_as,
             None
+        );
+        assert_eq!(
+            auth.authenticate("nosuchsysuser-rdhost", None, "pw")
+                .unwrap()
+                .run_as,
+            None
+        );
+    }
+
+    fn missing_libpam() -> Result<Arc<pam::Library>, pam::LoadError> {
+        pam::Library::load("libpam-rdhost-missing.so.9").map(Arc::new)
+    }
+
+    #[test]
+    fn pam_goes_through_the_loaded_library() {
+        // Loaded at run time: a nonexistent user is PAM's refusal, not a load error.
+        let pam = PamAuth::new(PAM_SERVICE, RunAsPolicy::SingleUser);
+        assert_eq!(pam.unavailable(), None);
+        assert_eq!(pam.describe(), "PAM service \"rdhost\"");
+        assert_eq!(
+            pam.authenticate("rdhost-no-such-user-4711", None, "pw"),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn pam_without_libpam_says_what_to_install() {
+        let pam = PamAuth::with_library(PAM_SERVICE, RunAsPolicy::SingleUser, missing_libpam());
+        assert!(pam.unavailable().is_some());
+        let err = pam.authenticate("root", None, "pw").unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Backend(m) if m.contains("PAM is unavailable") && m.contains("libpam0g")),
+            "{err}"
+        );
+        assert!(pam.describe().contains("UNAVAILABLE"), "{}", pam.describe());
+    }
+
+    #[test]
+    fn auto_without_libpam_is_the_users_file_alone() {
+        let (_tmp, path) = setup();
+        let auto = AutoAuth::new(
+            UsersFileAuth::new(&path, RunAsPolicy::SingleUser),
+            PamAuth::with_library(PAM_SERVICE, RunAsPolicy::SingleUser, missing_libpam()),
+        );
+        let err = auto.authenticate("carol", None, "pw").unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Backend(m) if m.contains("rdhost user add") && m.contains("libpam0g")),
+            "no accounts and no PAM: the log says why nobody gets in: {err}"
+        );
+        assert!(auto.describe().contains("only"), "{}", auto.describe());
+        write_users(
+            &path,
+            &[UserEntry::new("carol", "pw", None, false).unwrap()],
+        );
+        assert_eq!(
+            auto.authenticate("carol", None, "pw").unwrap().user,
+            "carol"
+        );
+        assert_eq!(
+            auto.authenticate("carol", None, "bad"),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn serve_start_checks() {
+        let (_tmp, path) = setup();
+        // auth = "pam" without libpam: serve does not start, and says what to install.
+        let Err(err) = build_checked(
+            AuthBackendKind::Pam,
+            path.clone(),
+            RunAsPolicy::SingleUser,
+            missing_libpam(),
+        ) else {
+            panic!("pam without libpam must fail")
+        };
+        assert!(
+            err.contains("auth = \"pam\"") && err.contains("libpam0g"),
+            "{err}"
+        );
+        // auto without libpam: a warning, and the users file serves.
+        let (auth, warnings) = build_checked(
+            AuthBackendKind::Auto,
+            path.clone(),
+            RunAsPolicy::SingleUser,
+            missing_libpam(),
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("PAM is unavailable") && warnings[0].contains("users file"),
+            "{warnings:?}"
+        );
+        assert!(auth.describe().contains("UNAVAILABLE"));
+        // With libpam: nothing to say.
+        let (_, warnings) = build_checked(
+            AuthBackendKind::Auto,
+            path.clone(),
+            RunAsPolicy::SingleUser,
+            pam::system(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        // As root: accounts that run as root, or cannot log on, are named.
+        write_users(
+            &path,
+            &[
+                UserEntry::new("nobody", "pw", None, false).unwrap(),
+                UserEntry::new("boss", "pw", Some("root".into()), false).unwrap(),
+                UserEntry::new("root", "pw", None, false).unwrap(),
+                UserEntry::new("nosuchsysuser-rdhost", "pw", None, false).unwrap(),
+                UserEntry::new("ghost", "pw", Some("no-such-account-rdhost".into()), false)
+                    .unwrap(),
+            ],
+        );
+        let (_, warnings) = build_checked(
+            AuthBackendKind::UsersFile,
+            path.clone(),
+            RunAsPolicy::Root,
+            pam::system(),
+        )
+        .unwrap();
+        let about = |name: &str| {
+            warnings
+                .iter()
+                .filter(|w| w.contains(&format!("account \"{name}\"")))
+                .collect::<Vec<_>>()
+        };
+        assert!(about("nobody").is_empty(), "{warnings:?}");
+        assert!(
+            about("boss").len() == 1
+                && about("boss")[0].contains("runs its sessions as root (system_user = \"root\")"),
+            "{warnings:?}"
+        );
+        assert!(
+            about("root").len() == 1
+                && about("root")[0].contains("as root (the system account of the same name)"),
+            "{warnings:?}"
+        );
+        assert!(
+            about("nosuchsysuser-rdhost").len() == 1
+                && about("nosuchsysuser-rdhost")[0].contains("logons are refused"),
+            "{warnings:?}"
+        );
+        assert!(
+            about("ghost").len() == 1 && about("ghost")[0].contains("does not exist"),
+            "{warnings:?}"
+        );
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        // Not root, or PAM only: the users file's mapping does not apply.
+        let (_, warnings) = build_checked(
+            AuthBackendKind::UsersFile,
+            path.clone(),
+            RunAsPolicy::SingleUser,
+            pam::system(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, warnings) = build_checked(
+            AuthBackendKind::Pam,
+            path.clone(),
+            RunAsPolicy::Root,
+            pam::system(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // A broken users file is reported at start too.
+        fs::write(&path, "[[user]]\nname = 3\n").unwrap();
+        let (_, warnings) = build_checked(
+            AuthBackendKind::Auto,
+            path.clone(),
+            RunAsPolicy::Root,
+            pam::system(),
+        )
+        .unwrap();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("users.toml"),
+            "{warnings:?}"
         );
     }
 
@@ -814,12 +1054,13 @@ mod tests {
     #[test]
     fn nla_readiness_and_identity_after_nla() {
         let (_tmp, path) = setup();
-        let root = RunAsPolicy::Root {
-            host_user: "root".into(),
-        };
-        let auth = UsersFileAuth::new(&path, root.clone());
+        let root = RunAsPolicy::Root;
+        let auth = UsersFileAuth::new(&path, root);
         assert!(!auth.nla_ready(), "no users: NLA cannot check anyone");
-        write_users(&path, &[UserEntry::new("nla", "pw", None, true).unwrap()]);
+        write_users(
+            &path,
+            &[UserEntry::new("nla", "pw", Some("root".into()), true).unwrap()],
+        );
         assert!(auth.nla_ready());
         let id = auth.identity_after_nla("DOM\\nla").unwrap();
         assert_eq!(
@@ -835,7 +1076,7 @@ mod tests {
         write_users(
             &path,
             &[
-                UserEntry::new("nla", "pw", None, true).unwrap(),
+                UserEntry::new("nla", "pw", Some("root".into()), true).unwrap(),
                 UserEntry::new("plain", "pw", None, false).unwrap(),
             ],
         );

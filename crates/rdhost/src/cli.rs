@@ -54,7 +54,9 @@ shell) ends it.
 Who may log in (--auth): by default accounts from the users file (`rdhost user add`) while it has
 any, otherwise system users through PAM (service `rdhost`, /etc/pam.d/rdhost or /etc/pam.d/other).
 As root, a PAM user's session runs as that user; a users-file account runs as its --system-user
-(default: the host's own account, i.e. root). Not as root, every session runs as the host's user.
+(default: the system account of the same name; with neither, its logons are refused, never run
+as root). Not as root, every session runs as the host's user. PAM (libpam.so.0) is loaded at run
+time; where it is missing, --auth pam refuses to start and auto serves users-file accounts only.
 
 Desktops (--desktop): `terminal` (default) is a login shell drawn by rdhost itself and needs
 nothing installed. `x11` gives each session its own X server (Xorg with the dummy driver, or
@@ -280,7 +282,8 @@ pub struct UserAddArgs {
     #[arg(long, value_name = "DIR", help = STATE_DIR_HELP)]
     pub state_dir: Option<PathBuf>,
     /// System account this user's sessions run as when `rdhost serve` runs as root [default: the
-    /// host's own account]. Ignored when the host is not root (sessions then run as the host's user).
+    /// system account of the same name; as root, `user add` refuses a name with no such account:
+    /// pass --system-user root explicitly for root sessions]. Ignored when the host is not root.
     #[arg(long, value_name = "USER")]
     pub system_user: Option<String>,
     /// Also store the NT hash (MD4 of the password) so this user can log on with NLA (CredSSP),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::auth::SystemUser;
+use crate::auth::{AccountMapping, RunAsPolicy, SystemUser};
 use crate::cli::{UserAddArgs, UserCommand, UserListArgs, UserRemoveArgs};
 use crate::state_dir::{StateDir, default_state_dir};
 use crate::users::{UserEntry, UsersFile, UsersLock, validate_name};
@@ -73,17 +73,46 @@ pub fn read_password_line(mut input: impl BufRead) -> anyhow::Result<String> {
 
 /// Add `args.name` with `password` (already read).
 pub fn add(args: UserAddArgs, password: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    add_as(args, password, out, RunAsPolicy::detect())
+}
+
+/// [`add`] for a host with `policy`. As root an account must have a system account to run as:
+/// `--system-user`, or an existing system account of the same name (recorded explicitly).
+fn add_as(
+    args: UserAddArgs,
+    password: &str,
+    out: &mut dyn Write,
+    policy: RunAsPolicy,
+) -> anyhow::Result<()> {
     validate_name(&args.name)?;
-    if let Some(sys) = &args.system_user
-        && SystemUser::lookup(sys)
-            .with_context(|| format!("looking up system account {sys:?}"))?
-            .is_none()
-    {
-        bail!(
-            "there is no system account {sys:?} on this machine; create it first or leave out --system-user"
-        );
-    }
-    let entry = UserEntry::new(&args.name, password, args.system_user.clone(), args.nt_hash)?;
+    let system_user = match &args.system_user {
+        Some(sys) => {
+            if SystemUser::lookup(sys)
+                .with_context(|| format!("looking up system account {sys:?}"))?
+                .is_none()
+            {
+                bail!(
+                    "there is no system account {sys:?} on this machine; create it first or name another with --system-user"
+                );
+            }
+            Some(sys.clone())
+        }
+        None if policy == RunAsPolicy::Root => {
+            let same = SystemUser::lookup(&args.name)
+                .with_context(|| format!("looking up system account {:?}", args.name))?;
+            if same.is_none() {
+                bail!(
+                    "as root, sessions run as a system account, and there is none named {0:?}: \
+                     pass --system-user NAME (an existing account the sessions of {0} run as), \
+                     or --system-user root if root sessions are really what you want",
+                    args.name
+                );
+            }
+            Some(args.name.clone())
+        }
+        None => None,
+    };
+    let entry = UserEntry::new(&args.name, password, system_user.clone(), args.nt_hash)?;
     let dir =
         StateDir::create(state_dir(args.state_dir)?).context("creating the state directory")?;
     let path = dir.users_file();
@@ -101,16 +130,47 @@ pub fn add(args: UserAddArgs, password: &str, out: &mut dyn Write) -> anyhow::Re
             path.display()
         )?;
     }
-    if args.system_user.is_some() && !nix::unistd::geteuid().is_root() {
-        writeln!(
+    match (policy, &system_user) {
+        (RunAsPolicy::SingleUser, Some(_)) => writeln!(
             out,
             "note: --system-user takes effect only when `rdhost serve` runs as root"
-        )?;
+        )?,
+        (RunAsPolicy::Root, Some(sys)) => {
+            let is_root = SystemUser::lookup(sys)
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.uid == 0);
+            if is_root {
+                // An alias of root (uid 0 under another name) is named, root itself need not be.
+                let alias = if sys == "root" {
+                    String::new()
+                } else {
+                    format!(" (system account {sys})")
+                };
+                writeln!(
+                    out,
+                    "warning: sessions of {} run as root{alias}: whoever has this password has root shells",
+                    args.name
+                )?;
+            } else if args.system_user.is_none() {
+                writeln!(
+                    out,
+                    "sessions of {} run as the system account {sys}",
+                    args.name
+                )?;
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
 
 pub fn list(args: UserListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    list_as(args, out, RunAsPolicy::detect())
+}
+
+/// [`list`]; the SYSTEM USER column says what a host with `policy` does with each account.
+fn list_as(args: UserListArgs, out: &mut dyn Write, policy: RunAsPolicy) -> anyhow::Result<()> {
     let path = StateDir::at(state_dir(args.state_dir)?).users_file();
     let file = UsersFile::load(&path)?;
     if file.is_empty() {
@@ -128,10 +188,21 @@ pub fn list(args: UserListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0)
         .max("NAME".len());
-    let sys_width = file
+    let systems: Vec<String> = file
         .users
         .iter()
-        .map(|u| u.system_user.as_deref().map_or(HOST_USER.len(), str::len))
+        .map(|u| match (&u.system_user, policy) {
+            (Some(sys), _) => sys.clone(),
+            (None, RunAsPolicy::SingleUser) => HOST_USER.to_owned(),
+            (None, RunAsPolicy::Root) => match AccountMapping::of(u) {
+                Ok(AccountMapping::SameName(n)) => format!("{n} (same name)"),
+                _ => UNMAPPED.to_owned(),
+            },
+        })
+        .collect();
+    let sys_width = systems
+        .iter()
+        .map(String::len)
         .max()
         .unwrap_or(0)
         .max("SYSTEM USER".len());
@@ -140,8 +211,7 @@ pub fn list(args: UserListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "{:<width$}  {:<sys_width$}  NLA",
         "NAME", "SYSTEM USER"
     )?;
-    for u in &file.users {
-        let sys = u.system_user.as_deref().unwrap_or(HOST_USER);
+    for (u, sys) in file.users.iter().zip(&systems) {
         let nla = if u.nt_hash.is_some() { "yes" } else { "no" };
         writeln!(out, "{:<width$}  {:<sys_width$}  {nla}", u.name, sys)?;
     }
@@ -149,6 +219,8 @@ pub fn list(args: UserListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 const HOST_USER: &str = "(host's user)";
+/// As root, an account without a system account to run as: its logons are refused.
+const UNMAPPED: &str = "(none: logons refused)";
 
 pub fn remove(args: UserRemoveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let dir = StateDir::at(state_dir(args.state_dir)?);
@@ -180,6 +252,11 @@ mod tests {
             system_user: None,
             nt_hash: false,
         }
+    }
+
+    /// `add` on a host that is not root.
+    fn add_as_user(args: UserAddArgs, password: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+        add_as(args, password, out, RunAsPolicy::SingleUser)
     }
 
     fn output(f: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>) -> anyhow::Result<String> {
@@ -218,7 +295,7 @@ mod tests {
     fn add_list_remove() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
-        let text = output(|o| add(add_args(&dir, "alice"), "pw-a", o)).unwrap();
+        let text = output(|o| add_as_user(add_args(&dir, "alice"), "pw-a", o)).unwrap();
         assert!(text.starts_with("added alice to"), "{text}");
 
         let args = UserAddArgs {
@@ -226,7 +303,7 @@ mod tests {
             system_user: Some("root".into()),
             ..add_args(&dir, "bob")
         };
-        let text = output(|o| add(args, "pw-b", o)).unwrap();
+        let text = output(|o| add_as_user(args, "pw-b", o)).unwrap();
         assert!(text.contains("password-equivalent"), "{text}");
 
         let file = UsersFile::load(&dir.join("users.toml")).unwrap();
@@ -240,11 +317,12 @@ mod tests {
         );
 
         let listing = output(|o| {
-            list(
+            list_as(
                 UserListArgs {
                     state_dir: Some(dir.clone()),
                 },
                 o,
+                RunAsPolicy::SingleUser,
             )
         })
         .unwrap();
@@ -265,7 +343,7 @@ mod tests {
         );
 
         // Existing names are refused with a hint.
-        let err = output(|o| add(add_args(&dir, "alice"), "x", o))
+        let err = output(|o| add_as_user(add_args(&dir, "alice"), "x", o))
             .unwrap_err()
             .to_string();
         assert!(
@@ -308,9 +386,9 @@ mod tests {
     fn bad_input_is_refused_before_anything_is_written() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
-        assert!(output(|o| add(add_args(&dir, "bad name"), "pw", o)).is_err());
+        assert!(output(|o| add_as_user(add_args(&dir, "bad name"), "pw", o)).is_err());
         assert!(
-            output(|o| add(add_args(&dir, "carol"), "", o))
+            output(|o| add_as_user(add_args(&dir, "carol"), "", o))
                 .unwrap_err()
                 .to_string()
                 .contains("empty")
@@ -319,16 +397,19 @@ mod tests {
             system_user: Some("rdhost-no-such-account".into()),
             ..add_args(&dir, "carol")
         };
-        let err = output(|o| add(args, "pw", o)).unwrap_err().to_string();
+        let err = output(|o| add_as_user(args, "pw", o))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no system account"), "{err}");
         assert!(!dir.exists(), "nothing created");
 
         let listing = output(|o| {
-            list(
+            list_as(
                 UserListArgs {
                     state_dir: Some(dir.clone()),
                 },
                 o,
+                RunAsPolicy::SingleUser,
             )
         })
         .unwrap();
@@ -344,5 +425,77 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("no users file"), "{err}");
+    }
+
+    #[test]
+    fn as_root_an_account_needs_a_system_account_to_run_as() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let root = RunAsPolicy::Root;
+        // No --system-user and no system account of that name: refused, saying what to pass.
+        let err = output(|o| add_as(add_args(&dir, "nosuchsysuser"), "pw", o, root))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("none named \"nosuchsysuser\"")
+                && err.contains("--system-user NAME")
+                && err.contains("--system-user root"),
+            "{err}"
+        );
+        assert!(!dir.exists(), "nothing written");
+
+        // A system account of the same name: used, and recorded.
+        let text = output(|o| add_as(add_args(&dir, "nobody"), "pw", o, root)).unwrap();
+        assert!(text.contains("run as the system account nobody"), "{text}");
+        // Root, when asked for explicitly: allowed, with a warning.
+        let args = UserAddArgs {
+            system_user: Some("root".into()),
+            ..add_args(&dir, "boss")
+        };
+        let text = output(|o| add_as(args, "pw", o, root)).unwrap();
+        assert!(
+            text.contains("warning: sessions of boss run as root"),
+            "{text}"
+        );
+        let file = UsersFile::load(&dir.join("users.toml")).unwrap();
+        assert_eq!(
+            file.get("nobody").unwrap().system_user.as_deref(),
+            Some("nobody")
+        );
+        assert_eq!(
+            file.get("boss").unwrap().system_user.as_deref(),
+            Some("root")
+        );
+
+        // An older file's entry without system_user shows what root does with it.
+        let mut file = file;
+        file.add(UserEntry::new("daemon", "pw", None, false).unwrap())
+            .unwrap();
+        file.add(UserEntry::new("nosuchsysuser", "pw", None, false).unwrap())
+            .unwrap();
+        file.save(&dir.join("users.toml")).unwrap();
+        let listing = output(|o| {
+            list_as(
+                UserListArgs {
+                    state_dir: Some(dir.clone()),
+                },
+                o,
+                root,
+            )
+        })
+        .unwrap();
+        let line = |name: &str| {
+            listing
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(line("daemon").contains("daemon (same name)"), "{listing}");
+        assert!(
+            line("nosuchsysuser").contains("(none: logons refused)"),
+            "{listing}"
+        );
+        assert!(line("boss").contains("root"), "{listing}");
     }
 }

@@ -7,6 +7,7 @@
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
 //! nt_hash = "8846f7eaee8fb117ad06bdd830b7586c"   # only with `user add --nt-hash` (enables NLA)
 //! system_user = "alice"                          # account sessions run as when the host is root
+//!                                                # (default: the system account named like it)
 //! ```
 //!
 //! The file is mode 0600 and always replaced atomically (temporary file + rename).
@@ -57,8 +58,9 @@ pub struct UserEntry {
     /// admin asked for it (`--nt-hash`), because NLA (CredSSP/NTLM) cannot work without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nt_hash: Option<String>,
-    /// The system account this user's sessions run as when the host runs as root
-    /// (default: the host's own account).
+    /// The system account this user's sessions run as when the host runs as root (default: the
+    /// system account of the same name; with neither, a root host refuses the logon rather
+    /// than run it as root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_user: Option<String>,
 }

@@ -6,15 +6,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ironrdp_acceptor::{Acceptor, AcceptorResult, AcceptorState, BeginResult, DesktopSize, accept_begin};
+use ironrdp_acceptor::{Acceptor, AcceptorResult, AcceptorState, BeginResult, DesktopSize, FinalizationState, accept_begin};
 use ironrdp_async::FramedWrite as _;
 use ironrdp_connector::{ConnectorError, Sequence as _, state_downcast};
 use ironrdp_core::{WriteBuf, decode};
 use ironrdp_displaycontrol::pdu::DisplayControlMonitorLayout;
 use ironrdp_displaycontrol::server::{DisplayControlHandler, DisplayControlServer};
 use ironrdp_dvc::DrdynvcServer;
+use ironrdp_pdu::gcc::{ClientColorDepth, SupportedColorDepths};
+use ironrdp_pdu::mcs::{ConnectInitial, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::pcb::PreconnectionBlob;
+use ironrdp_pdu::x224::{X224, X224Data};
 use ironrdp_pdu::rdp::capability_sets::{
     self, BitmapCodecs, CapabilitySet, CmdFlags, CodecProperty, EntropyBits, GeneralExtraFlags, RemoteFxContainer,
 };
@@ -28,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::active::{Negotiated, Terminal};
 use crate::client::{ClientDetails, announced_size};
 use crate::encomsp::EncomspChannel;
+use crate::pdus::{self, Channels};
 
 /// Which RDP security protocol the host offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,12 @@ pub trait Authenticate: Sync {
     fn nt_hash(&self, user: &str) -> Option<[u8; 16]>;
     /// The identity of `client.user`, who already proved their password through NLA.
     fn identity_after_nla(&self, client: &ClientDetails) -> impl Future<Output = Result<Self::Identity, AuthFailure>>;
+    /// Every account NLA can check, with its NT hash. Asked only when a client wraps NTLM in
+    /// SPNEGO (mstsc does): the SPNEGO server takes its accounts before the client names one
+    /// (see `nla.rs`). None (the default): such clients are refused; raw NTLM still works.
+    fn nla_accounts(&self) -> Vec<(String, [u8; 16])> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +171,7 @@ where
     // (Remote Assistance) gets an id but no processor: its client waits for a server greeting
     // that never comes, and what it sends is dropped as data on an unknown channel.
     acceptor.attach_static_channel(EncomspChannel::default());
+    acceptor.attach_static_channel(crate::clipboard::server_channel());
 
     let framed = LocalTokioFramed::<S>::new_with_leftover(stream, replay);
     let begin = accept_begin(framed, &mut acceptor).await.map_err(handshake_err)?;
@@ -173,7 +184,7 @@ where
 
     let mut nla_user = None;
     if acceptor.should_perform_credssp() {
-        match crate::nla::run(&mut framed, config.public_key.clone(), false, |user| auth.nt_hash(user)).await? {
+        match crate::nla::run(&mut framed, config.public_key.clone(), false, |user| auth.nt_hash(user), || auth.nla_accounts()).await? {
             crate::nla::NlaOutcome::Authenticated(user) => nla_user = Some(user),
             crate::nla::NlaOutcome::Refused { user, reason } => {
                 return Err(AcceptError::AuthenticationFailed { user: user.unwrap_or_default(), reason, via_nla: true });
@@ -182,8 +193,9 @@ where
         acceptor.mark_credssp_as_done();
     }
 
-    let (result, identity) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user).await?;
-    let negotiated = negotiate(&result.capabilities, config.codec)?;
+    let security = if nla_user.is_some() { "nla" } else { "tls" };
+    let (result, identity, depth) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user).await?;
+    let negotiated = negotiate(&result.capabilities, config.codec, depth)?;
     let codec = negotiated.profile.name();
     let terminal = Terminal::new(framed, acceptor, result, negotiated, resize_rx, client);
     let client = terminal.client();
@@ -192,6 +204,8 @@ where
         user = client.user,
         client_name = client.client_name,
         size = ?(client.size.width, client.size.height),
+        security,
+        bpp = negotiated.profile.bits_per_pixel(),
         codec,
         session = ?client.pcb_id,
         encomsp = terminal.encomsp_joined(),
@@ -215,21 +229,23 @@ enum Watched {
 
 /// Drive the acceptor from the secure channel to the end of the connection sequence, the way
 /// ironrdp-async's `accept_finalize_with` does, reading the client's details from the PDUs that
-/// pass through and checking its credentials once its Client Info is in.
+/// pass through and checking its credentials once its Client Info is in. Returns the session's
+/// colour depth besides (see [`session_depth`]).
 async fn finish_sequence<A: Authenticate>(
     framed: &mut Framed,
     acceptor: &mut Acceptor,
     client: &mut ClientDetails,
     auth: &A,
     nla_user: Option<String>,
-) -> Result<(AcceptorResult, A::Identity), AcceptError> {
+) -> Result<(AcceptorResult, A::Identity, u16), AcceptError> {
     let mut buf = WriteBuf::new();
     let mut identity = None;
+    let mut depth = None;
     loop {
         if let Some(result) = acceptor.get_result() {
             // Fails closed: should the Client Info moment ever be missed, nobody is let in.
             let identity = identity.ok_or(AcceptError::NoCredentials)?;
-            return Ok((result, identity));
+            return Ok((result, identity, depth.unwrap_or(32)));
         }
         let watched = match state_downcast::<AcceptorState>(acceptor.state()) {
             Some(AcceptorState::BasicSettingsWaitInitial { .. }) => Watched::ConnectInitial,
@@ -237,13 +253,14 @@ async fn finish_sequence<A: Authenticate>(
             Some(AcceptorState::CapabilitiesSendServer { .. }) => Watched::DemandActive,
             _ => Watched::Nothing,
         };
-        let received = sequence_step(framed, acceptor, &mut buf).await?;
+        let received = sequence_step(framed, acceptor, &mut buf, depth).await?;
         let mut password = None;
         match (watched, &received) {
             (Watched::ConnectInitial, Some(pdu)) => {
                 if let Err(e) = client.read_connect_initial(pdu) {
                     debug!("client core data unreadable: {e}");
                 }
+                depth = Some(session_depth(pdu));
             }
             (Watched::ClientInfo, Some(pdu)) => match client.read_client_info(pdu) {
                 Ok(sent) => password = Some(sent),
@@ -271,10 +288,88 @@ async fn finish_sequence<A: Authenticate>(
     }
 }
 
+/// The colour depth of the session the client asks for in its MCS Connect Initial (GCC Client
+/// Core Data), as one this host encodes (see [`depth_for`]); 32 when unreadable.
+fn session_depth(connect_initial: &[u8]) -> u16 {
+    decode::<X224<X224Data<'_>>>(connect_initial)
+        .ok()
+        .and_then(|X224(data)| decode::<ConnectInitial>(data.data.as_ref()).ok())
+        .map_or(32, |initial| {
+            let core = &initial.conference_create_request.gcc_blocks().core;
+            depth_for(core.client_color_depth(), core.optional_data.supported_color_depths)
+        })
+}
+
+/// The session depth for a client that asks for `wanted` (highColorDepth, or 32 with
+/// RNS_UD_CS_WANT_32BPP_SESSION) and supports `supported`: 32, 24 or 16, the depths this host
+/// encodes. A client asking for 24 gets 32 when it supports 32 (rdesktop asks for its X
+/// display's depth, 24; clients take the depth our Demand Active announces, MS-RDPBCGR
+/// 2.2.7.1.2 preferredBitsPerPixel), else 24 (`xfreerdp /bpp:24`). 15 and 8 bits become 16.
+fn depth_for(wanted: ClientColorDepth, supported: Option<SupportedColorDepths>) -> u16 {
+    // Clients before RDP 5 send no list: then everything goes.
+    let supports = |depth| supported.is_none_or(|s| s.contains(depth));
+    match wanted {
+        ClientColorDepth::Bpp32 => 32,
+        ClientColorDepth::Bpp24 if supports(SupportedColorDepths::BPP32) => 32,
+        ClientColorDepth::Bpp24 if supports(SupportedColorDepths::BPP24) => 24,
+        _ if supports(SupportedColorDepths::BPP16) => 16,
+        _ => 32,
+    }
+}
+
+/// Where the acceptor stands before a step, for what `sequence_step` does beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepPoint {
+    /// It sends the Demand Active.
+    DemandActive,
+    /// It sends another share-control PDU: the Monitor Layout, the Font Map.
+    ShareControl,
+    /// It waits for the client's Confirm Active.
+    ConfirmActive,
+    /// It sends the server's Synchronize, Cooperate or Granted Control (after the Font List).
+    ServerFinalization,
+    Other,
+}
+
+fn step_point(acceptor: &Acceptor) -> StepPoint {
+    match state_downcast::<AcceptorState>(acceptor.state()) {
+        Some(AcceptorState::CapabilitiesSendServer { .. }) => StepPoint::DemandActive,
+        Some(AcceptorState::MonitorLayoutSend { .. }) => StepPoint::ShareControl,
+        Some(AcceptorState::CapabilitiesWaitConfirm { .. }) => StepPoint::ConfirmActive,
+        Some(AcceptorState::ConnectionFinalization { finalization, .. }) => match state_downcast::<FinalizationState>(finalization.state()) {
+            Some(
+                FinalizationState::SendSynchronizeConfirm
+                | FinalizationState::SendControlCooperateConfirm
+                | FinalizationState::SendGrantedControlConfirm,
+            ) => StepPoint::ServerFinalization,
+            Some(FinalizationState::SendFontMap) => StepPoint::ShareControl,
+            _ => StepPoint::Other,
+        },
+        _ => StepPoint::Other,
+    }
+}
+
 /// One step of a connection sequence: read the PDU the acceptor waits for (if any), step, send
-/// its answer. Returns the PDU read; the answer stays in `buf`.
-async fn sequence_step(framed: &mut Framed, acceptor: &mut Acceptor, buf: &mut WriteBuf) -> Result<Option<Bytes>, AcceptError> {
+/// its answer. Returns the PDU read; what was sent stays in `buf`.
+///
+/// What we send differs from what IronRDP's acceptor (0.12) writes in three ways:
+/// - Share id. The acceptor's share-control PDUs carry share id 0; rdesktop keeps waiting for a
+///   Demand Active until it has a non-zero one. Ours carry [`pdus::SHARE_ID`], as every
+///   share-control PDU after them does.
+/// - `depth`: our Demand Active announces the session's colour depth; the acceptor's capability
+///   sets were fixed before the client said what it wants.
+/// - Connection finalization. The acceptor sends the server's Synchronize, Control (Cooperate)
+///   and Control (Granted Control) only after the client's Font List. MS-RDPBCGR 2.2.1.19 sends
+///   the Synchronize "after receiving the Confirm Active PDU", and clients that wait for those
+///   three before sending their Font List (rdesktop) deadlock against the acceptor's order. So
+///   we send them ourselves as soon as the acceptor has taken the Confirm Active, and when the
+///   acceptor reaches its own copies (after the Font List) we step through them without writing
+///   them: its state machine runs unchanged. Its Font Map goes out as it is, after the Font List.
+///   Clients that send everything first (FreeRDP, mstsc, IronRDP) find the same PDUs in the
+///   same order, only earlier.
+async fn sequence_step(framed: &mut Framed, acceptor: &mut Acceptor, buf: &mut WriteBuf, depth: Option<u16>) -> Result<Option<Bytes>, AcceptError> {
     buf.clear();
+    let point = step_point(acceptor);
     let (received, written) = match acceptor.next_pdu_hint() {
         Some(hint) => {
             let pdu = framed.read_by_hint(hint).await?;
@@ -283,20 +378,50 @@ async fn sequence_step(framed: &mut Framed, acceptor: &mut Acceptor, buf: &mut W
         }
         None => (None, acceptor.step_no_input(buf).map_err(handshake_err)?),
     };
-    if let Some(len) = written.size() {
+    let mut len = written.size();
+    match (point, len) {
+        (StepPoint::DemandActive | StepPoint::ShareControl, Some(n)) => {
+            let rewritten = pdus::our_share_pdu(&buf.filled()[..n], if point == StepPoint::DemandActive { depth } else { None })
+                .ok_or_else(|| AcceptError::Handshake(format!("the acceptor wrote no share-control PDU at {point:?}")))?;
+            buf.clear();
+            buf.write_slice(&rewritten);
+            len = Some(rewritten.len());
+        }
+        // Sent already, right after the Confirm Active.
+        (StepPoint::ServerFinalization, _) => len = None,
+        _ => {}
+    }
+    if let Some(len) = len {
         framed.write_all(&buf.filled()[..len]).await?;
+    }
+    let finalizing = matches!(state_downcast::<AcceptorState>(acceptor.state()), Some(AcceptorState::ConnectionFinalization { .. }));
+    if point == StepPoint::ConfirmActive && finalizing {
+        // The Confirm Active came on the I/O channel from the client's user channel.
+        let channels = received
+            .as_deref()
+            .and_then(|pdu| decode::<X224<SendDataRequest<'_>>>(pdu).ok())
+            .map(|X224(request)| Channels { io: request.channel_id, user: request.initiator_id })
+            .ok_or_else(|| AcceptError::Handshake("Confirm Active is no MCS Send Data Request".into()))?;
+        framed.write_all(&pdus::finalization_start(channels)).await?;
     }
     Ok(received)
 }
 
-/// The rest of a deactivation-reactivation, from the client's Confirm Active on.
-pub(crate) async fn finish_reactivation(framed: &mut Framed, acceptor: &mut Acceptor) -> Result<AcceptorResult, AcceptError> {
+/// The rest of a deactivation-reactivation, from the client's Confirm Active on, for a session of
+/// `bits_per_pixel` (the terminal's
+/// `CodecProfile::bits_per_pixel()`): the new Demand Active must announce the depth the
+/// session's bitmaps have, as the first one did.
+pub(crate) async fn finish_reactivation_at(
+    framed: &mut Framed,
+    acceptor: &mut Acceptor,
+    bits_per_pixel: Option<u16>,
+) -> Result<AcceptorResult, AcceptError> {
     let mut buf = WriteBuf::new();
     loop {
         if let Some(result) = acceptor.get_result() {
             return Ok(result);
         }
-        sequence_step(framed, acceptor, &mut buf).await?;
+        sequence_step(framed, acceptor, &mut buf, bits_per_pixel).await?;
     }
 }
 
@@ -442,9 +567,11 @@ fn server_capabilities(size: Size) -> Vec<CapabilitySet> {
     ]
 }
 
-/// Choose how to talk to this client from what it confirmed.
-fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Negotiated, AcceptError> {
+/// Choose how to talk to this client from what it confirmed, for a session of `depth` bits per
+/// pixel (see [`session_depth`]).
+fn negotiate(caps: &[CapabilitySet], preference: CodecPreference, depth: u16) -> Result<Negotiated, AcceptError> {
     let mut fastpath = false;
+    let mut surface_commands = false;
     let mut surface_bits = false;
     let mut remotefx = None;
     let mut max_request_size = 0x3F_0000u32;
@@ -456,7 +583,10 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
         match cap {
             CapabilitySet::General(g) => fastpath = g.extra_flags.contains(GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED),
             CapabilitySet::Bitmap(b) => resizable = b.desktop_resize_flag,
-            CapabilitySet::SurfaceCommands(s) => surface_bits = s.flags.contains(CmdFlags::SET_SURFACE_BITS),
+            CapabilitySet::SurfaceCommands(s) => {
+                surface_commands = true;
+                surface_bits = s.flags.contains(CmdFlags::SET_SURFACE_BITS);
+            }
             CapabilitySet::MultiFragmentUpdate(m) => max_request_size = m.max_request_size,
             CapabilitySet::Input(i) if i.keyboard_layout != 0 => layout = Some(i.keyboard_layout),
             // pointerCacheSize is the cache New Pointer updates fill (colorPointerCacheSize is
@@ -480,7 +610,13 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference) -> Result<Nego
         return Err(AcceptError::Unsupported("client does not accept fast-path output".into()));
     }
     let profile = match (preference, remotefx, surface_bits) {
+        // Clients draw every bitmap at the session's depth; RemoteFX and planar are 32-bit.
+        _ if depth == 16 => CodecProfile::Interleaved16,
+        _ if depth == 24 => CodecProfile::Interleaved24,
         (CodecPreference::Auto, Some(rfx), true) => rfx,
+        // A client without the Surface Commands capability predates RDP 7: rdesktop and the
+        // decoders derived from it, which take planar bitmaps only with an alpha plane.
+        _ if !surface_commands => CodecProfile::PlanarWithAlpha,
         _ => CodecProfile::Planar,
     };
     if layout.is_none() {
@@ -570,5 +706,69 @@ mod tests {
     async fn a_silly_preconnection_size_is_refused() {
         assert!(matches!(preconnection(&[0x02, 0x00, 0x00, 0x00]).await, Err(AcceptError::BadPreconnectionPdu(_))));
         assert!(matches!(preconnection(&[]).await, Err(AcceptError::Io(_))));
+    }
+
+    #[test]
+    fn the_session_depth_follows_what_the_client_asks_for_and_supports() {
+        use ClientColorDepth::*;
+        let all = SupportedColorDepths::all();
+        // FreeRDP's default (highColorDepth 24, WANT_32BPP) reads as 32.
+        assert_eq!(depth_for(Bpp32, Some(all)), 32);
+        // rdesktop on a 24-bit X display: asks for 24, supports 32.
+        assert_eq!(depth_for(Bpp24, Some(all)), 32);
+        // xfreerdp /bpp:24 lists no 32.
+        let no_32 = SupportedColorDepths::BPP24 | SupportedColorDepths::BPP16 | SupportedColorDepths::BPP15;
+        assert_eq!(depth_for(Bpp24, Some(no_32)), 24);
+        // xfreerdp /bpp:16, rdesktop -a 16 (which lists 32 too: what it asks for decides).
+        assert_eq!(depth_for(Rgb565Bpp16, Some(no_32)), 16);
+        assert_eq!(depth_for(Rgb565Bpp16, Some(all)), 16);
+        assert_eq!(depth_for(Rgb555Bpp16, Some(all)), 16);
+        assert_eq!(depth_for(Bpp8, Some(all)), 16);
+        // Clients that list nothing get what they ask for where we have it.
+        assert_eq!(depth_for(Bpp24, None), 32);
+        assert_eq!(depth_for(Rgb565Bpp16, None), 16);
+        // Nothing we have fits: 32, which every client decodes in practice.
+        assert_eq!(depth_for(Bpp8, Some(SupportedColorDepths::BPP24)), 32);
+        assert_eq!(session_depth(&[0x03, 0x00, 0x00, 0x07, 0x02, 0xF0, 0x80]), 32, "unreadable: 32");
+    }
+
+    fn confirmed(surface_commands: bool, remotefx: bool) -> Vec<CapabilitySet> {
+        let mut caps = vec![CapabilitySet::General(capability_sets::General {
+            extra_flags: GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED,
+            ..Default::default()
+        })];
+        if surface_commands {
+            caps.push(CapabilitySet::SurfaceCommands(capability_sets::SurfaceCommands { flags: CmdFlags::SET_SURFACE_BITS }));
+        }
+        if remotefx {
+            use ironrdp_pdu::rdp::capability_sets::{Codec, RfxCaps, RfxCapset, RfxClientCapsContainer, RfxICap, RfxICapFlags, CaptureFlags};
+            let container = RfxClientCapsContainer {
+                capture_flags: CaptureFlags::empty(),
+                caps_data: RfxCaps(RfxCapset(vec![RfxICap { flags: RfxICapFlags::empty(), entropy_bits: EntropyBits::Rlgr3 }])),
+            };
+            caps.push(CapabilitySet::BitmapCodecs(BitmapCodecs(vec![Codec {
+                id: 3,
+                property: CodecProperty::RemoteFx(RemoteFxContainer::ClientContainer(container)),
+            }])));
+        }
+        caps
+    }
+
+    #[test]
+    fn the_codec_follows_the_depth_and_what_the_client_decodes() {
+        let profile = |caps: &[CapabilitySet], depth| negotiate(caps, CodecPreference::Auto, depth).unwrap().profile;
+        // FreeRDP: RemoteFX at 32 bpp; its bitmaps at the depth of a 16 or 24-bit session.
+        assert_eq!(profile(&confirmed(true, true), 32), CodecProfile::RemoteFx { codec_id: 3, rlgr3: true });
+        assert_eq!(profile(&confirmed(true, true), 16), CodecProfile::Interleaved16);
+        assert_eq!(profile(&confirmed(true, true), 24), CodecProfile::Interleaved24);
+        assert_eq!(profile(&confirmed(true, false), 32), CodecProfile::Planar);
+        assert_eq!(negotiate(&confirmed(true, true), CodecPreference::Lossless, 32).unwrap().profile, CodecProfile::Planar);
+        // rdesktop: no Surface Commands capability, planar with the alpha plane it needs.
+        assert_eq!(profile(&confirmed(false, false), 32), CodecProfile::PlanarWithAlpha);
+        assert_eq!(profile(&confirmed(false, false), 16), CodecProfile::Interleaved16);
+        // Every profile's depth is the one announced.
+        for depth in [16, 24, 32] {
+            assert_eq!(profile(&confirmed(false, false), depth).bits_per_pixel(), depth);
+        }
     }
 }

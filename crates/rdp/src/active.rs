@@ -7,16 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ironrdp_acceptor::{Acceptor, AcceptorResult, DesktopSize};
+use rdhost_desktop::clipboard::{ClipboardOffer, ClipboardText};
 use rdhost_desktop::{CursorShape, InputEvent, KeyboardLayout, Size};
 use rdhost_frames::{CodecProfile, Feed, FeedProfile, PointerLimits, Update, default_pointer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::accept::{Framed, finish_reactivation};
+use crate::accept::{Framed, finish_reactivation_at};
 use rdhost_encomsp::EncomspPdu;
 
 use crate::client::ClientDetails;
+use crate::clipboard::ClipboardLink;
 use crate::encomsp::{ControlRequest, Participant};
 use crate::pdus::{self, Channels};
 use crate::pointer::PointerCache;
@@ -52,6 +54,20 @@ pub trait InputSink: Send + Sync {
     /// The client asked for a control level on the `encomsp` channel (an attendee of a shared
     /// desktop). Nothing changes until the owner decides; the connection is the identity.
     fn control_request(&self, _request: ControlRequest) {}
+    /// The session's clipboard (text copied in its desktop) and its changes; `None`, the
+    /// default, for a session without one. The terminal offers its text to the client.
+    fn clipboard(&self) -> Option<watch::Receiver<Option<ClipboardText>>> {
+        None
+    }
+    /// Whether this terminal takes part in the session's clipboard now (a primary and an
+    /// interactive viewer do). Asked at every exchange: the answer may change while it shows
+    /// the session. No by default.
+    fn clipboard_allowed(&self) -> bool {
+        false
+    }
+    /// The client copied text (`Some`: the desktop fetches it when a program pastes), or holds
+    /// no text any more. Called only when [`clipboard_allowed`](Self::clipboard_allowed).
+    fn clipboard_offer(&self, _offer: Option<ClipboardOffer>) {}
 }
 
 /// What a terminal shows: a session's encoded screen, its pointer shape, and where input goes.
@@ -129,6 +145,8 @@ pub struct Terminal {
     /// Input that arrived during the connection sequence, delivered once something is shown.
     early_input: Vec<Vec<u8>>,
     stats: Arc<TerminalStats>,
+    /// The `cliprdr` channel's traffic with the shown session's clipboard.
+    clipboard: ClipboardLink,
 }
 
 impl Terminal {
@@ -158,6 +176,7 @@ impl Terminal {
             paused: false,
             early_input: result.input_events,
             stats: Arc::new(TerminalStats::default()),
+            clipboard: ClipboardLink::default(),
         }
     }
 
@@ -249,6 +268,10 @@ impl Terminal {
                     let shape = showing.cursor.borrow_and_update().clone();
                     self.show_pointer(shape).await?;
                 },
+                wake = self.clipboard.next() => {
+                    let bytes = self.clipboard.wake(wake, &mut self.state, &*showing.input);
+                    self.write_some(&bytes).await?;
+                },
                 update = showing.feed.next(), if !self.feed_paused() => match update {
                     Ok(update) => self.show_update(update, showing).await?,
                     Err(e) => warn!(error = %e, "encoding failed; update dropped"),
@@ -268,7 +291,9 @@ impl Terminal {
         // A feed's first update is the whole screen, at the desktop's size: a size that differs
         // from the client's reactivates it there (see `show_update`).
         let shape = showing.cursor.borrow_and_update().clone();
-        self.show_pointer(shape).await
+        self.show_pointer(shape).await?;
+        let bytes = self.clipboard.show(&mut self.state, &*showing.input);
+        self.write_some(&bytes).await
     }
 
     async fn show_update(&mut self, update: Update, showing: &mut Showing) -> Result<(), TerminalEnd> {
@@ -317,6 +342,8 @@ impl Terminal {
                 }
             }
         }
+        let bytes = self.clipboard.after_pdu(&mut self.state, &*showing.input);
+        self.write_some(&bytes).await?;
         if input {
             self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -372,6 +399,11 @@ impl Terminal {
         self.write_parts(std::iter::once(bytes)).await
     }
 
+    /// `write`, skipping the flush when there is nothing to write.
+    async fn write_some(&mut self, bytes: &[u8]) -> Result<(), TerminalEnd> {
+        if bytes.is_empty() { Ok(()) } else { self.write(bytes).await }
+    }
+
     /// Write PDUs in order, flushing once after the last.
     async fn write_parts<'a>(&mut self, parts: impl Iterator<Item = &'a [u8]>) -> Result<(), TerminalEnd> {
         let (stream, _) = self.framed.get_inner_mut();
@@ -424,7 +456,7 @@ impl Terminal {
             DesktopSize { width: size.width, height: size.height },
         )
         .map_err(|e| lost(&e))?;
-        let result = tokio::time::timeout(REACTIVATION_TIMEOUT, finish_reactivation(&mut self.framed, &mut acceptor))
+        let result = tokio::time::timeout(REACTIVATION_TIMEOUT, finish_reactivation_at(&mut self.framed, &mut acceptor, Some(self.negotiated.profile.bits_per_pixel())))
             .await
             .map_err(|_| lost(&format_args!("client did not answer within {REACTIVATION_TIMEOUT:?}")))?
             .map_err(|e| lost(&e))?;

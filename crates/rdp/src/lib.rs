@@ -13,12 +13,17 @@
 //! [`TerminalCommand::Pause`] tell them their level and pause their picture. Whether an attendee
 //! may do anything is, again, the caller's business.
 //!
+//! Clients that join `cliprdr` copy and paste text with the session (MS-RDPECLIP): the
+//! [`InputSink`]'s clipboard methods connect it to the desktop's clipboard, and say whether
+//! this terminal takes part.
+//!
 //! The active phase's decisions (a client PDU in, actions out) live in `state.rs`, without I/O;
 //! `Terminal::run` only drives them.
 
 mod accept;
 mod active;
 mod client;
+mod clipboard;
 mod encomsp;
 mod input;
 mod nla;
@@ -29,9 +34,12 @@ mod state;
 pub use accept::{AcceptConfig, AcceptError, Accepted, AuthFailure, Authenticate, CodecPreference, Security, accept};
 pub use active::{InputSink, Showing, Terminal, TerminalCommand, TerminalEnd, TerminalStats};
 pub use client::ClientDetails;
+pub use clipboard::FETCH_TIMEOUT as CLIPBOARD_FETCH_TIMEOUT;
 pub use encomsp::{ControlRequest, Participant};
 /// What a [`Showing`] is made of, so that a caller needs no second dependency for it.
 pub use rdhost_frames::{Feed, FeedProfile, Stage};
+/// What the clipboard methods of [`InputSink`] speak.
+pub use rdhost_desktop::clipboard::{ClipboardOffer, ClipboardText};
 
 /// Set Error Info codes (MS-RDPBCGR 2.2.5.1.1) a host sends when it ends a connection.
 pub mod error_info {

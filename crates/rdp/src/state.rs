@@ -69,6 +69,11 @@ impl ActiveState {
         std::mem::take(&mut self.static_channels)
     }
 
+    /// The virtual channels, for a channel's own module to reach its processor (clipboard.rs).
+    pub fn static_channels_mut(&mut self) -> &mut StaticChannelSet {
+        &mut self.static_channels
+    }
+
     pub fn reactivated(&mut self, channels: Channels, static_channels: StaticChannelSet) {
         self.channels = channels;
         self.static_channels = static_channels;
@@ -157,6 +162,7 @@ impl ActiveState {
                             debug!(channel_id, "data on an unknown channel");
                             return Ok(actions);
                         };
+                        crate::clipboard::check_channel_message(&data.user_data).map_err(malformed)?;
                         let responses =
                             svc.process(&data.user_data).map_err(|e| malformed(format_args!("virtual channel {channel_id}: {e}")))?;
                         if let Some(encomsp) = svc.channel_processor_downcast_mut::<EncomspChannel>() {

@@ -10,6 +10,7 @@ mod mouse;
 pub mod probe;
 mod pty;
 mod render;
+mod selection;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -22,6 +23,8 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 
+use crate::clipboard::{ClipboardOffer, ClipboardText, MAX_CLIPBOARD_BYTES, check_size, sanitize_paste};
+use crate::input::{MouseButton, Scancode};
 use crate::process::{self, Containment, Identity, IdentityError, SessionProcesses, identity, set_env};
 use crate::{Canvas, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size, WheelAxis};
 
@@ -32,11 +35,14 @@ pub use probe::find_text;
 use keymap::{KeyAction, KeyModes, Keyboard};
 use mouse::{Mouse, MouseAction, MouseModes};
 use render::{Renderer, grid_for};
+use selection::{Selection, SelectionAction, Span};
 
 /// How long processes get between SIGHUP and SIGKILL when a session ends.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Input not yet taken by the shell is dropped beyond this (the shell stopped reading).
 const MAX_PENDING_INPUT: usize = 64 * 1024;
+/// A paste may queue this much more: the whole of a clipboard, with its bracketed-paste marks.
+const MAX_PENDING_PASTE: usize = MAX_PENDING_INPUT + MAX_CLIPBOARD_BYTES + 16;
 /// PTY output handled before the screen is drawn, when the program writes faster than we read.
 const MAX_READ_BURST: usize = 1024 * 1024;
 /// Pixel sizes are clamped to this (the largest RDP desktop).
@@ -139,6 +145,19 @@ struct InputState {
     keyboard: Keyboard,
     mouse: Mouse,
     modes: MouseModes,
+    selection: Selection,
+    /// The program asked for pastes to be bracketed (mode 2004).
+    bracketed_paste: bool,
+}
+
+/// What a paste (middle click, Shift+Insert, Ctrl+Shift+V) puts into the shell: the newest of
+/// the terminal's own selection and a client's copy.
+#[derive(Clone, Default)]
+enum PasteSource {
+    #[default]
+    Nothing,
+    Own(ClipboardText),
+    Offer(ClipboardOffer),
 }
 
 /// Bytes for the shell that the PTY did not take yet.
@@ -159,6 +178,10 @@ struct Requests {
     scroll_lines: i64,
     scroll_pages: i64,
     terminate: bool,
+    /// Show this selection (`Some(None)`: none).
+    highlight: Option<Option<Span>>,
+    /// Copy the text of this selection to the clipboard.
+    copy: Option<Span>,
 }
 
 struct Shared {
@@ -174,6 +197,9 @@ struct Shared {
     /// The session's cgroup, when its processes have one.
     cgroup: Option<std::path::PathBuf>,
     metrics: CellMetrics,
+    /// The terminal's own copies (mouse selections), for the clients that take part.
+    clipboard: watch::Sender<Option<ClipboardText>>,
+    paste: Mutex<PasteSource>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -252,7 +278,13 @@ impl TerminalDesktop {
             canvas,
             master,
             term: Mutex::new(Term { parser, renderer, cols, rows }),
-            input: Mutex::new(InputState { keyboard: Keyboard::new(opts.layout), mouse: Mouse::default(), modes }),
+            input: Mutex::new(InputState {
+                keyboard: Keyboard::new(opts.layout),
+                mouse: Mouse::default(),
+                modes,
+                selection: Selection::default(),
+                bracketed_paste: false,
+            }),
             out: Mutex::new(Outgoing::default()),
             requests: Mutex::new(Requests::default()),
             wake: Notify::new(),
@@ -263,6 +295,8 @@ impl TerminalDesktop {
                 process::Mechanism::ProcessSessions => None,
             },
             metrics,
+            clipboard: watch::Sender::new(None),
+            paste: Mutex::new(PasteSource::Nothing),
         });
         tracing::debug!(pid, user = %who.user, shell = %shell.display(), cols, rows, "terminal desktop started");
         // From here the task owns ending the session (`procs` dropped with the task covers a
@@ -300,6 +334,12 @@ impl TerminalDesktop {
     }
 }
 
+/// The cell size (and baseline) the terminal desktop draws with at `font_px`: where on a
+/// client's screen a given row and column are.
+pub fn cell_metrics(font_px: f32) -> CellMetrics {
+    font::Face::get(font_px).metrics
+}
+
 /// argv[0] of a login shell: its name with a leading dash ("-bash").
 fn login_arg0(shell: &Path) -> OsString {
     let mut arg0 = OsString::from("-");
@@ -321,6 +361,11 @@ fn session_env(who: &Identity, shell: &Path, extra: &[(String, String)]) -> Vec<
 impl Shared {
     /// Queue bytes for the shell: written at once when the PTY takes them, else by the task.
     fn send(&self, bytes: &[u8]) {
+        self.send_within(bytes, MAX_PENDING_INPUT);
+    }
+
+    /// `send`, dropping the bytes when more than `limit` would be waiting.
+    fn send_within(&self, bytes: &[u8], limit: usize) {
         if bytes.is_empty() {
             return;
         }
@@ -345,7 +390,7 @@ impl Shared {
                 }
             }
         }
-        if out.pending.len() + rest.len() > MAX_PENDING_INPUT {
+        if out.pending.len() + rest.len() > limit {
             if !out.overflow_logged {
                 tracing::warn!(pid = self.pid, "terminal input dropped: the shell is not reading");
                 out.overflow_logged = true;
@@ -362,14 +407,89 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Bytes from the keyboard: sent, and the view jumps back to the live screen.
+    /// Bytes from the keyboard: sent, the view jumps back to the live screen, and the
+    /// selection is no longer shown.
     fn typed(&self, bytes: &[u8]) {
         self.send(bytes);
         self.request(|r| {
             r.to_bottom = true;
             r.scroll_lines = 0;
             r.scroll_pages = 0;
+            r.highlight = Some(None);
         });
+    }
+
+    /// Paste what the newest copy holds. A client's text is fetched first (from the client,
+    /// over the network): it is typed when it arrives.
+    fn paste(self: &Arc<Self>) {
+        let source = lock(&self.paste).clone();
+        match source {
+            PasteSource::Nothing => tracing::debug!(pid = self.pid, "paste: the clipboard is empty"),
+            PasteSource::Own(text) => self.paste_text(&text),
+            PasteSource::Offer(offer) => {
+                let shared = Arc::downgrade(self);
+                let pid = self.pid;
+                offer.fetch(move |result| match result {
+                    Ok(text) => {
+                        if let Some(shared) = shared.upgrade() {
+                            shared.paste_text(&text);
+                        }
+                    }
+                    Err(e) => tracing::info!(pid, "paste failed: {e}"),
+                });
+            }
+        }
+    }
+
+    /// Type `text` into the shell as a paste: control characters dropped, line ends as Enter,
+    /// bracketed when the program asked for it (so a shell does not run pasted lines at once).
+    fn paste_text(&self, text: &str) {
+        if let Err(e) = check_size(text.len()) {
+            tracing::warn!(pid = self.pid, "paste refused: {e}");
+            return;
+        }
+        let body = sanitize_paste(text);
+        let bracketed = lock(&self.input).bracketed_paste;
+        let mut bytes = Vec::with_capacity(body.len() + 12);
+        if bracketed {
+            bytes.extend_from_slice(b"\x1b[200~");
+        }
+        bytes.extend_from_slice(body.as_bytes());
+        if bracketed {
+            bytes.extend_from_slice(b"\x1b[201~");
+        }
+        self.send_within(&bytes, MAX_PENDING_PASTE);
+        self.request(|r| {
+            r.to_bottom = true;
+            r.scroll_lines = 0;
+            r.scroll_pages = 0;
+        });
+    }
+
+    fn selection(&self, action: SelectionAction) {
+        match action {
+            SelectionAction::None => {}
+            SelectionAction::Highlight(span) => self.request(|r| r.highlight = Some(span)),
+            SelectionAction::Copy(span) => self.request(|r| {
+                r.highlight = Some(Some(span));
+                r.copy = Some(span);
+            }),
+        }
+    }
+
+    /// The selection's text becomes the clipboard: pasted here, offered to the clients.
+    fn copy(&self, span: Span) {
+        let text = selection::text_of(lock(&self.term).parser.screen(), span);
+        if text.is_empty() {
+            return;
+        }
+        if let Err(e) = check_size(text.len()) {
+            tracing::warn!(pid = self.pid, "selection not copied: {e}");
+            return;
+        }
+        let text = ClipboardText::from(text);
+        *lock(&self.paste) = PasteSource::Own(Arc::clone(&text));
+        self.clipboard.send_replace(Some(text));
     }
 
     /// Feed PTY output to the emulator, answer its queries, and draw what changed.
@@ -394,6 +514,7 @@ impl Shared {
         input.modes.application_cursor = screen.application_cursor();
         input.modes.cols = *cols;
         input.modes.rows = *rows;
+        input.bracketed_paste = screen.bracketed_paste();
     }
 
     fn apply_resize(&self, size: Size) {
@@ -441,13 +562,34 @@ impl Shared {
         if r.terminate {
             return true;
         }
+        // The selection is in view cells: taken before the view moves, dropped when it does.
+        if let Some(span) = r.highlight {
+            self.set_highlight(span);
+        }
+        if let Some(span) = r.copy {
+            self.copy(span);
+        }
         if let Some(size) = r.resize {
+            self.set_highlight(None);
             self.apply_resize(size);
         }
         if r.to_bottom || r.scroll_lines != 0 || r.scroll_pages != 0 {
+            let before = lock(&self.term).parser.screen().scrollback();
             self.apply_scroll(r.to_bottom, r.scroll_lines, r.scroll_pages);
+            if lock(&self.term).parser.screen().scrollback() != before {
+                self.set_highlight(None);
+            }
         }
         false
+    }
+
+    fn set_highlight(&self, span: Option<Span>) {
+        let mut term = lock(&self.term);
+        if term.renderer.highlight() == span {
+            return;
+        }
+        term.renderer.set_highlight(span);
+        self.redraw(&mut term);
     }
 }
 
@@ -588,6 +730,11 @@ impl Desktop for TerminalDesktop {
         let modes = input.modes;
         let key_modes = KeyModes { application_cursor: modes.application_cursor };
         let action = match event {
+            InputEvent::Key { scancode, pressed } if pressed && is_paste_key(scancode, mods) => {
+                drop(input);
+                shared.paste();
+                return;
+            }
             InputEvent::Key { scancode, pressed } => input.keyboard.key(scancode, pressed, key_modes),
             InputEvent::Unicode { code_unit, pressed } => input.keyboard.unicode(code_unit, pressed),
             InputEvent::LockState { caps_lock, num_lock, .. } => {
@@ -604,6 +751,30 @@ impl Desktop for TerminalDesktop {
                 MouseAction::None => KeyAction::None,
             },
             InputEvent::Wheel { axis: WheelAxis::Horizontal, .. } => KeyAction::None,
+            // Selecting and pasting with the mouse, unless the program wants the mouse (then
+            // Shift held lets the user select all the same, as in xterm).
+            InputEvent::Button { button: MouseButton::Left, pressed, x, y }
+                if modes.mode == vt100::MouseProtocolMode::None || mods.shift || input.selection.dragging() =>
+            {
+                let cell = cell_at(&modes, x, y);
+                let action = if pressed { input.selection.press(cell) } else { input.selection.release(cell) };
+                drop(input);
+                shared.selection(action);
+                return;
+            }
+            InputEvent::Button { button: MouseButton::Middle, pressed, .. } if modes.mode == vt100::MouseProtocolMode::None || mods.shift => {
+                drop(input);
+                if pressed {
+                    shared.paste();
+                }
+                return;
+            }
+            InputEvent::PointerMove { x, y } if input.selection.dragging() => {
+                let action = input.selection.moved(cell_at(&modes, x, y));
+                drop(input);
+                shared.selection(action);
+                return;
+            }
             InputEvent::Button { button, pressed, x, y } => match input.mouse.button(button, pressed, x, y, mods, &modes) {
                 // Mouse reports go to the program without moving the view.
                 MouseAction::Send(bytes) => {
@@ -645,6 +816,39 @@ impl Desktop for TerminalDesktop {
     fn terminate(&self) {
         self.shared.request(|r| r.terminate = true);
     }
+
+    fn clipboard(&self) -> watch::Receiver<Option<ClipboardText>> {
+        self.shared.clipboard.subscribe()
+    }
+
+    fn clipboard_offer(&self, offer: Option<ClipboardOffer>) {
+        let mut paste = lock(&self.shared.paste);
+        match offer {
+            Some(offer) => *paste = PasteSource::Offer(offer),
+            // The client's clipboard holds no text any more: its old text is not pasted; the
+            // terminal's own copy, if newer, still is.
+            None => {
+                if matches!(*paste, PasteSource::Offer(_)) {
+                    *paste = PasteSource::Nothing;
+                }
+            }
+        }
+    }
+}
+
+/// Shift+Insert and Ctrl+Shift+V paste (as in xterm and most terminals); Ctrl+V alone stays
+/// the shell's "insert next character literally".
+fn is_paste_key(scancode: Scancode, mods: keymap::Modifiers) -> bool {
+    const INSERT: Scancode = Scancode::new(0x52, true);
+    const V: Scancode = Scancode::new(0x2F, false);
+    (scancode == INSERT && mods.shift && !mods.ctrl && !mods.alt) || (scancode == V && mods.shift && mods.ctrl && !mods.alt)
+}
+
+/// The view cell (row, column) under a pointer position.
+fn cell_at(modes: &MouseModes, x: u16, y: u16) -> (u16, u16) {
+    let col = (x / modes.cell_width.max(1)).min(modes.cols.saturating_sub(1));
+    let row = (y / modes.cell_height.max(1)).min(modes.rows.saturating_sub(1));
+    (row, col)
 }
 
 impl Drop for TerminalDesktop {

@@ -12,6 +12,7 @@ use crate::canvas::BYTES_PER_PIXEL;
 use crate::{Canvas, Rect, Size};
 
 use super::font::{CellMetrics, Face};
+use super::selection::Span;
 
 /// Grid limits: a client asking for more gets this many cells (and background beyond them).
 pub const MAX_COLS: u16 = 1000;
@@ -82,6 +83,8 @@ struct Drawn {
     /// `None` only while the screen and the grid disagree on size (drawn as a blank cell).
     cell: Option<vt100::Cell>,
     cursor: bool,
+    /// Part of the mouse selection: shown inverted.
+    selected: bool,
 }
 
 pub struct Renderer {
@@ -92,6 +95,8 @@ pub struct Renderer {
     prev: Vec<Option<Drawn>>,
     /// The canvas size the previous cells were drawn into; a different size forces a full redraw.
     drawn_size: Option<Size>,
+    /// The mouse selection, in view cells.
+    highlight: Option<Span>,
 }
 
 impl Renderer {
@@ -102,6 +107,7 @@ impl Renderer {
             rows,
             prev: vec![None; usize::from(cols) * usize::from(rows)],
             drawn_size: None,
+            highlight: None,
         }
     }
 
@@ -115,6 +121,15 @@ impl Renderer {
         self.cols = cols;
         self.rows = rows;
         self.invalidate();
+    }
+
+    /// Show `span` inverted from the next render on (`None`: nothing selected).
+    pub fn set_highlight(&mut self, span: Option<Span>) {
+        self.highlight = span;
+    }
+
+    pub fn highlight(&self) -> Option<Span> {
+        self.highlight
     }
 
     /// Forget what was drawn: the next render redraws everything.
@@ -138,6 +153,7 @@ impl Renderer {
         }
         let (cols, rows) = (self.cols, self.rows);
         let cursor = cursor_in_view(screen, cols, rows);
+        let highlight = self.highlight;
         let m = self.face.metrics;
         let mut damage: Vec<Rect> = Vec::new();
         let mut dirty = vec![false; usize::from(cols)];
@@ -145,7 +161,7 @@ impl Renderer {
             let base = usize::from(row) * usize::from(cols);
             let mut any = false;
             for col in 0..cols {
-                let now = drawn_at(screen, row, col, cursor);
+                let now = drawn_at(screen, row, col, cursor, highlight);
                 dirty[usize::from(col)] = self.prev[base + usize::from(col)].as_ref() != Some(&now);
                 any |= dirty[usize::from(col)];
             }
@@ -183,7 +199,7 @@ impl Renderer {
                 // Runs separated by a single clean cell become one rectangle: one rectangle is
                 // cheaper to send than two with a one-cell gap.
                 while col < cols && (dirty[usize::from(col)] || (col + 1 < cols && dirty[usize::from(col) + 1])) {
-                    let now = drawn_at(screen, row, col, cursor);
+                    let now = drawn_at(screen, row, col, cursor, highlight);
                     // After a full clear, blank default cells are already right.
                     if dirty[usize::from(col)] && !(full && is_plain_blank(&now)) {
                         self.draw_cell(pixels, size, screen, row, col, &now);
@@ -220,8 +236,8 @@ impl Renderer {
             None => (DEFAULT_FG, DEFAULT_BG, false),
         };
         let span = if drawn.cell.as_ref().is_some_and(|c| c.is_wide()) && col + 1 < self.cols { 2 } else { 1 };
-        // A block cursor shows the cell inverted.
-        if inverse != drawn.cursor {
+        // A block cursor shows the cell inverted, and so does the selection.
+        if inverse ^ drawn.cursor ^ drawn.selected {
             std::mem::swap(&mut fg, &mut bg);
         }
         let cell_rect = Rect::new(x0, y0, m.width * span, m.height).intersect(size.rect());
@@ -273,12 +289,17 @@ fn cursor_in_view(screen: &vt100::Screen, cols: u16, rows: u16) -> Option<(u16, 
     Some((row as u16, col.min(cols.saturating_sub(1))))
 }
 
-fn drawn_at(screen: &vt100::Screen, row: u16, col: u16, cursor: Option<(u16, u16)>) -> Drawn {
-    Drawn { cell: screen.cell(row, col).cloned(), cursor: cursor == Some((row, col)) }
+fn drawn_at(screen: &vt100::Screen, row: u16, col: u16, cursor: Option<(u16, u16)>, highlight: Option<Span>) -> Drawn {
+    Drawn {
+        cell: screen.cell(row, col).cloned(),
+        cursor: cursor == Some((row, col)),
+        selected: highlight.is_some_and(|span| span.contains((row, col))),
+    }
 }
 
 fn is_plain_blank(drawn: &Drawn) -> bool {
     !drawn.cursor
+        && !drawn.selected
         && drawn.cell.as_ref().is_some_and(|c| {
             !c.has_contents()
                 && c.bgcolor() == vt100::Color::Default
@@ -441,6 +462,30 @@ mod tests {
         assert_eq!(pixel(&canvas, 2 * m.width, 0), DEFAULT_FG);
         // Underline: a foreground row at the underline position of the fourth cell.
         assert_eq!(pixel(&canvas, 3 * m.width + 1, m.underline_y), DEFAULT_FG);
+    }
+
+    #[test]
+    fn the_selection_is_drawn_inverted_and_damages_only_its_cells() {
+        let (mut p, mut r, canvas) = setup(10, 3, Size::new(0, 0));
+        p.process(b"\x1b[?25labc");
+        r.render(p.screen(), &canvas);
+        let m = r.metrics();
+        let mut sub = canvas.subscribe();
+        sub.take();
+        r.set_highlight(Some(Span { start: (0, 1), end: (1, 0) }));
+        r.render(p.screen(), &canvas);
+        // Selected blanks show the default foreground; the cell before stays background.
+        assert_eq!(pixel(&canvas, 1, 1), DEFAULT_BG);
+        assert_eq!(pixel(&canvas, 9 * m.width + 1, 1), DEFAULT_FG, "the rest of the first row");
+        assert_eq!(pixel(&canvas, 1, m.height + 1), DEFAULT_FG, "the first cell of the second row");
+        assert_eq!(pixel(&canvas, m.width + 1, m.height + 1), DEFAULT_BG);
+        // Only the two rows the selection touches are damaged.
+        let frame = sub.take().unwrap();
+        let bounds = frame.regions.iter().fold(Rect::new(0, 0, 0, 0), |a, u| a.union(u.rect));
+        assert_eq!((bounds.y, bounds.height), (0, 2 * m.height), "{:?}", frame.regions.iter().map(|u| u.rect).collect::<Vec<_>>());
+        r.set_highlight(None);
+        r.render(p.screen(), &canvas);
+        assert_eq!(pixel(&canvas, 9 * m.width + 1, 1), DEFAULT_BG);
     }
 
     #[test]

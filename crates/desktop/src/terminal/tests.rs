@@ -352,3 +352,90 @@ async fn runs_as_another_user_when_root() {
     assert_eq!(ended(&desk).await, DesktopEnd::Terminated);
     assert_session_gone(pid).await;
 }
+
+fn click(desk: &TerminalDesktop, button: MouseButton, pressed: bool, (x, y): (u16, u16)) {
+    desk.input(InputEvent::Button { button, pressed, x, y });
+}
+
+/// The pixel position of the middle of cell (`col`, `row`).
+fn cell_centre(desk: &TerminalDesktop, col: u32, row: u32) -> (u16, u16) {
+    let m = desk.cell_metrics();
+    ((col as u16) * m.width + m.width / 2, (row as u16) * m.height + m.height / 2)
+}
+
+#[tokio::test]
+async fn a_mouse_drag_copies_the_selected_text_and_shows_it_inverted() {
+    let desk = start(Size::new(640, 400));
+    wait_prompt(&desk).await;
+    let mut clipboard = desk.clipboard();
+    assert_eq!(*clipboard.borrow_and_update(), None);
+    let token = token();
+    type_text(&desk, &format!("echo {token}-tail\r"));
+    let (col, row) = wait_for(&desk, "the output", |c| find_from(c, &format!("{token}-tail"), 1).filter(|&(col, _)| col == 0)).await;
+
+    // Drag over the token (not "-tail"), right to left: the selection is the same.
+    let last = col + token.len() as u32 - 1;
+    click(&desk, MouseButton::Left, true, cell_centre(&desk, last, row));
+    desk.input(InputEvent::PointerMove { x: cell_centre(&desk, 3, row).0, y: cell_centre(&desk, 3, row).1 });
+    desk.input(InputEvent::PointerMove { x: cell_centre(&desk, col, row).0, y: cell_centre(&desk, col, row).1 });
+    click(&desk, MouseButton::Left, false, cell_centre(&desk, col, row));
+    timeout(WAIT, clipboard.changed()).await.expect("copied in time").unwrap();
+    assert_eq!(clipboard.borrow_and_update().as_deref(), Some(token.as_str()));
+
+    // The selected cells are drawn inverted: the first cell's background is the foreground.
+    let m = desk.cell_metrics();
+    let (x, y) = ((col as u16) * m.width, (row as u16) * m.height);
+    wait_for(&desk, "the inverted selection", |c| (c.read(Rect::new(x, y, 1, 1))[..3] != [0, 0, 0]).then_some(())).await;
+    // Typing hides it again.
+    type_text(&desk, "x");
+    wait_for(&desk, "the selection hidden", |c| (c.read(Rect::new(x, y, 1, 1))[..3] == [0, 0, 0]).then_some(())).await;
+    // A click without a drag copies nothing.
+    click(&desk, MouseButton::Left, true, cell_centre(&desk, 2, row));
+    click(&desk, MouseButton::Left, false, cell_centre(&desk, 2, row));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!clipboard.has_changed().unwrap());
+    desk.terminate();
+}
+
+#[tokio::test]
+async fn pastes_type_the_clients_text_or_the_own_selection_into_the_shell() {
+    let desk = start(Size::new(640, 400));
+    wait_prompt(&desk).await;
+    // Nothing to paste yet: Shift+Insert does nothing (and types no "~").
+    let key = |code: u8, extended: bool, pressed: bool| InputEvent::Key { scancode: Scancode::new(code, extended), pressed };
+    let shift_insert = |desk: &TerminalDesktop| {
+        for event in [key(0x2A, false, true), key(0x52, true, true), key(0x52, true, false), key(0x2A, false, false)] {
+            desk.input(event);
+        }
+    };
+    shift_insert(&desk);
+
+    // A client's copy is fetched only when pasted.
+    let (offer, mut requests) = ClipboardOffer::remote(4);
+    desk.clipboard_offer(Some(offer));
+    let token = token();
+    type_text(&desk, "echo ");
+    shift_insert(&desk);
+    let reply = timeout(WAIT, requests.recv()).await.expect("the paste asks the client").unwrap();
+    reply.send(Ok(format!("{token}-pasted\n").into()));
+    // The pasted line end is an Enter: the command runs.
+    wait_for(&desk, "the pasted command's output", |c| find_from(c, &format!("{token}-pasted"), 1).filter(|&(col, _)| col == 0)).await;
+
+    // Middle click pastes too; the terminal's own selection, once newer, wins over the client's.
+    desk.clipboard_set(format!("echo {token}-middle\r"));
+    click(&desk, MouseButton::Middle, true, (5, 5));
+    click(&desk, MouseButton::Middle, false, (5, 5));
+    let middle = format!("{token}-middle");
+    let (_, line) = wait_for(&desk, "the middle-click paste", |c| find_from(c, &middle, 1).filter(|&(col, _)| col > 0)).await;
+    wait_for(&desk, "the middle-click paste's output", |c| find_from(c, &middle, line + 1)).await;
+
+    // A program that asked for bracketed pastes gets them bracketed; control characters never
+    // reach it. `cat -v` shows what it read: ESC as "^[", BEL as "^G".
+    type_text(&desk, "printf '\\033[?2004h'; cat -v\r");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    desk.clipboard_set(format!("{token}\x07b\n"));
+    shift_insert(&desk);
+    wait_for(&desk, "the bracketed paste", |c| find_from(c, &format!("^[[200~{token}b"), line + 2)).await;
+    assert!(!desk.screen_text().contains("^G"), "{}", desk.screen_text());
+    desk.terminate();
+}

@@ -5,6 +5,7 @@
 //! - `mod.rs` (this file): [`X11Desktop`], the [`Desktop`](crate::Desktop) for both cases.
 //! - `display`: connecting to a display with an explicit auth file.
 //! - `capture`: damage → shared-memory reads → the canvas; the cursor image.
+//! - `clipboard`: the CLIPBOARD (and PRIMARY) selection between programs and clients.
 //! - `randr`: resizing the screen on request.
 //! - `input`, `keymap`: XTEST input, scancodes → X keycodes, layouts, Unicode keys.
 //! - `server`: starting a session's X server and session program, and ending every process.
@@ -20,6 +21,7 @@
 //! down, which wakes that thread at once.
 
 mod capture;
+mod clipboard;
 mod display;
 pub mod input;
 pub mod keymap;
@@ -41,6 +43,7 @@ use x11rb::protocol::xfixes::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{ChangeWindowAttributesAux, ConnectionExt as _, EventMask};
 use x11rb::rust_connection::RustConnection;
 
+use crate::clipboard::{ClipboardOffer, ClipboardText};
 use crate::{Canvas, CursorShape, Desktop, DesktopEnd, InputEvent, KeyboardLayout, Size};
 use capture::{Capture, Fault};
 use input::XInput;
@@ -91,6 +94,10 @@ pub enum X11Error {
     ServerStart(String),
     #[error("the session program did not start: {0}")]
     Session(String),
+    /// The session ended while it started (its program failed at once, its server died); the
+    /// text names what and why.
+    #[error("{0}")]
+    SessionFailed(String),
     #[error(transparent)]
     Identity(#[from] crate::process::IdentityError),
 }
@@ -155,6 +162,8 @@ struct Shared {
     /// The latest resize not yet applied (later requests replace earlier ones).
     requests: Mutex<Requests>,
     wake: Condvar,
+    /// `None` when its connection failed (the desktop works without a clipboard).
+    clipboard: Option<Arc<clipboard::XClipboard>>,
 }
 
 #[derive(Default)]
@@ -228,6 +237,14 @@ impl X11Desktop {
         capture.full(&conn).map_err(fault_error)?;
         let (serial, shape) = capture::cursor_image(&conn).map_err(fault_error)?;
         let input = XInput::new(&conn, root, &display)?;
+        let clipboard = match clipboard::XClipboard::start(&display) {
+            Ok(clipboard) => Some(clipboard),
+            Err(e) => {
+                let name = &display.name;
+                tracing::warn!(display = %name, "no clipboard for this display: {e}");
+                None
+            }
+        };
 
         let shared = Arc::new(Shared {
             display,
@@ -243,6 +260,7 @@ impl X11Desktop {
             input: Mutex::new(input),
             requests: Mutex::new(Requests::default()),
             wake: Condvar::new(),
+            clipboard,
         });
         let name = shared.display.name.clone();
         let events = Arc::clone(&shared);
@@ -269,9 +287,15 @@ impl X11Desktop {
         let attach = AttachOptions { allow_resize: true, apply_layout: true };
         // Attaching takes a few round trips and a full read: off the runtime's threads. If it
         // fails, `session` is dropped there, which ends the session's processes.
-        let desktop = tokio::task::spawn_blocking(move || X11Desktop::attach_owned(display, attach, Some(Box::new(session)), Some(size)))
+        let attached = tokio::task::spawn_blocking(move || X11Desktop::attach_owned(display, attach, Some(Box::new(session)), Some(size)))
             .await
-            .map_err(|e| X11Error::Request(format!("attaching to the session's display: {e}")))??;
+            .map_err(|e| X11Error::Request(format!("attaching to the session's display: {e}")))?;
+        let desktop = match attached {
+            Ok(desktop) => desktop,
+            // The session may have ended under the attach (its program failed at once, its
+            // server died): then that is the error, not the broken X connection it caused.
+            Err(e) => return Err(session_end_cause(ended).await.unwrap_or(e)),
+        };
         desktop.ender().follow(ended);
         desktop.set_keyboard_layout(layout);
         Ok(desktop)
@@ -280,6 +304,14 @@ impl X11Desktop {
     /// The display this desktop shows.
     pub fn display(&self) -> &XDisplay {
         &self.shared.display
+    }
+
+    /// Make the PRIMARY selection part of the clipboard too (off at first): text selected with
+    /// the mouse is offered to the clients, and a client's copy is pasted by a middle click.
+    pub fn follow_primary(&self, on: bool) {
+        if let Some(clipboard) = &self.shared.clipboard {
+            clipboard.follow_primary(on);
+        }
     }
 
     /// A handle for the owner's watcher to end the desktop (the session program exited) without
@@ -299,6 +331,18 @@ impl DisplayOwner for server::SessionServer {
             crate::process::Mechanism::ProcessSessions => None,
         };
         crate::SessionMarks { leader: Some(self.session_pid()), cgroup }
+    }
+}
+
+/// Why a session whose attach failed ended, if it failed on its own. The session was dropped
+/// with the failed attach, which ends it; a failure of its own shows first (the watcher
+/// prefers it), an end we caused is `Terminated`.
+async fn session_end_cause(mut ended: watch::Receiver<Option<DesktopEnd>>) -> Option<X11Error> {
+    // Ending takes at most the hang-up and server graces plus the final kill.
+    let end = tokio::time::timeout(Duration::from_secs(20), ended.wait_for(Option::is_some)).await.ok()?.ok()?.clone();
+    match end {
+        Some(DesktopEnd::Failed(why)) => Some(X11Error::SessionFailed(why)),
+        _ => None,
     }
 }
 
@@ -356,6 +400,9 @@ impl Shared {
         // the event thread's blocking read return at once, and any further request fail.
         // SAFETY: shutdown on a socket fd the connection keeps open; no memory involved.
         unsafe { libc::shutdown(self.conn.stream().as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(clipboard) = &self.clipboard {
+            clipboard.halt();
+        }
         lock(&self.requests).stop = true;
         self.wake.notify_all();
     }
@@ -588,6 +635,21 @@ impl Desktop for X11Desktop {
     fn cursor(&self) -> watch::Receiver<Option<Arc<CursorShape>>> {
         self.shared.cursor.subscribe()
     }
+
+    fn clipboard(&self) -> watch::Receiver<Option<ClipboardText>> {
+        match &self.shared.clipboard {
+            Some(clipboard) => clipboard.text(),
+            None => watch::channel(None).1,
+        }
+    }
+
+    fn clipboard_offer(&self, offer: Option<ClipboardOffer>) {
+        if let Some(clipboard) = &self.shared.clipboard
+            && !self.shared.stopping()
+        {
+            clipboard.offer(offer);
+        }
+    }
 }
 
 impl Drop for X11Desktop {
@@ -600,6 +662,22 @@ impl Drop for X11Desktop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_CLIPBOARD_BYTES;
+
+    #[tokio::test]
+    async fn a_session_that_failed_under_the_attach_is_the_error() {
+        let (tx, rx) = watch::channel(None);
+        tx.send_replace(Some(DesktopEnd::Failed("the session program failed: exit status 3".into())));
+        let e = session_end_cause(rx).await.expect("the session's own failure");
+        assert_eq!(e.to_string(), "the session program failed: exit status 3");
+        // Ended because the failed attach dropped it: the attach's own error stands.
+        let (tx, rx) = watch::channel(None);
+        tx.send_replace(Some(DesktopEnd::Terminated));
+        assert!(session_end_cause(rx).await.is_none());
+        let (tx, rx) = watch::channel(None);
+        drop(tx);
+        assert!(session_end_cause(rx).await.is_none());
+    }
 
     #[test]
     fn display_numbers() {
@@ -741,5 +819,131 @@ mod tests {
         desktop.terminate();
         assert!(terminated.load(Ordering::SeqCst));
         assert_eq!(*desktop.ended().borrow(), Some(DesktopEnd::Terminated));
+    }
+
+    /// `xclip` with the test server's display and cookie. `None` when xclip is missing
+    /// (outside CI: CI installs it).
+    fn xclip(server: &TestServer, args: &[&str]) -> Option<std::process::Command> {
+        if std::process::Command::new("xclip").arg("-version").stderr(std::process::Stdio::null()).status().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "xclip is not installed, and CI is set");
+            eprintln!("skipped: xclip is not installed");
+            return None;
+        }
+        let mut command = std::process::Command::new("xclip");
+        command.args(args).env("DISPLAY", &server.1.name).env("XAUTHORITY", server.1.xauthority.as_ref().unwrap());
+        Some(command)
+    }
+
+    /// Copy `text` into `selection` the way a program does (xclip keeps serving it).
+    fn xclip_copy(server: &TestServer, selection: &str, text: &str) -> Option<std::process::Child> {
+        use std::io::Write as _;
+        let mut child = xclip(server, &["-selection", selection, "-i"])?
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        Some(child)
+    }
+
+    /// What a program pastes from `selection` (`-t` picks the target).
+    async fn xclip_paste(server: &TestServer, selection: &str, target: &str) -> std::process::Output {
+        let mut command = xclip(server, &["-selection", selection, "-o", "-t", target]).unwrap();
+        tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+    }
+
+    async fn attached(server: &TestServer) -> Arc<X11Desktop> {
+        let display = server.1.clone();
+        tokio::task::spawn_blocking(move || X11Desktop::attach(display, AttachOptions::default())).await.unwrap().unwrap()
+    }
+
+    async fn changed(rx: &mut watch::Receiver<Option<ClipboardText>>) -> Option<ClipboardText> {
+        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("the clipboard changes in time").unwrap();
+        rx.borrow_and_update().clone()
+    }
+
+    #[tokio::test]
+    async fn programs_copies_are_published_and_oversized_ones_refused() {
+        let Some(server) = TestServer::start(Size::new(320, 200)) else { return };
+        // Copied before we attach: read at once.
+        let Some(mut early) = xclip_copy(&server, "clipboard", "before") else { return };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let desktop = attached(&server).await;
+        let mut text = desktop.clipboard();
+        let now = text.borrow_and_update().clone();
+        let first = match now {
+            Some(t) => Some(t),
+            None => changed(&mut text).await,
+        };
+        assert_eq!(first.as_deref(), Some("before"));
+
+        let mut copy = xclip_copy(&server, "clipboard", "héllo\nwörld ✓").unwrap();
+        assert_eq!(changed(&mut text).await.as_deref(), Some("héllo\nwörld ✓"));
+
+        // Over the limit: a log line, and the clipboard keeps what it had.
+        let mut big = xclip_copy(&server, "clipboard", &"x".repeat(MAX_CLIPBOARD_BYTES + 10)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!text.has_changed().unwrap(), "{:?}", text.borrow().as_ref().map(|t| t.len()));
+
+        // PRIMARY counts only once asked for.
+        let mut primary = xclip_copy(&server, "primary", "selected").unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!text.has_changed().unwrap());
+        desktop.follow_primary(true);
+        let mut primary2 = xclip_copy(&server, "primary", "selected again").unwrap();
+        assert_eq!(changed(&mut text).await.as_deref(), Some("selected again"));
+        for child in [&mut early, &mut copy, &mut big, &mut primary, &mut primary2] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clients_offer_is_fetched_when_a_program_pastes() {
+        // Each test server's directory is named by its width.
+        let Some(server) = TestServer::start(Size::new(336, 200)) else { return };
+        if xclip(&server, &[]).is_none() {
+            return;
+        }
+        let desktop = attached(&server).await;
+        let text = desktop.clipboard();
+        let (offer, mut requests) = crate::clipboard::ClipboardOffer::remote(4);
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&fetches);
+        // The wire's side: answer each fetch, counting them.
+        tokio::spawn(async move {
+            while let Some(reply) = requests.recv().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                reply.send(Ok(ClipboardText::from("from the client: ünïcode")));
+            }
+        });
+        desktop.clipboard_offer(Some(offer));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 0, "nothing is fetched before a paste");
+
+        let targets = xclip_paste(&server, "clipboard", "TARGETS").await;
+        let targets = String::from_utf8_lossy(&targets.stdout);
+        assert!(targets.contains("UTF8_STRING") && targets.contains("STRING"), "{targets}");
+        let pasted = xclip_paste(&server, "clipboard", "UTF8_STRING").await;
+        assert_eq!(String::from_utf8_lossy(&pasted.stdout), "from the client: ünïcode");
+        let latin1 = xclip_paste(&server, "clipboard", "STRING").await;
+        assert_eq!(latin1.stdout, "from the client: \u{fc}n\u{ef}code".chars().map(|c| c as u8).collect::<Vec<_>>());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "the text is fetched once and kept");
+        // Our own ownership is not news for the clients.
+        assert!(!text.has_changed().unwrap());
+
+        // The client's text is gone: programs paste nothing.
+        desktop.clipboard_offer(None);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let nothing = xclip_paste(&server, "clipboard", "UTF8_STRING").await;
+        assert!(!nothing.status.success() || nothing.stdout.is_empty());
+
+        // A failed fetch is a refused paste, not a hang.
+        let (offer, requests) = crate::clipboard::ClipboardOffer::remote(4);
+        drop(requests);
+        desktop.clipboard_offer(Some(offer));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = tokio::time::timeout(Duration::from_secs(10), xclip_paste(&server, "clipboard", "UTF8_STRING")).await.expect("no hang");
+        assert!(refused.stdout.is_empty());
     }
 }

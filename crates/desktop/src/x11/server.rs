@@ -47,6 +47,12 @@ const HANGUP_GRACE: Duration = Duration::from_secs(2);
 const SERVER_GRACE: Duration = Duration::from_secs(2);
 /// The largest screen the dummy driver's video memory must hold (RDP's largest desktop).
 const MAX_SIDE: u32 = 8192;
+/// A session program that fails (non-zero status, or a signal) this soon after it started
+/// never ran a session (an unreadable home, a broken `~/.xsession`): the session failed, it was
+/// not a logoff. A logoff is a zero status, or a failure after this.
+const QUICK_EXIT: Duration = Duration::from_secs(10);
+/// How much of the session log a failure quotes.
+const LOG_TAIL_LINES: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XServerKind {
@@ -256,7 +262,7 @@ impl SessionServer {
                 return Err(e);
             }
         };
-        let session_pid = session.id().unwrap_or(0);
+        let session_pid = session.child.id().unwrap_or(0);
         let shown = display.name.as_str();
         tracing::info!(
             display = shown, server = opts.kind.name(), x_pid, session_pid, user = %who.user,
@@ -265,7 +271,20 @@ impl SessionServer {
         let mechanism = procs.mechanism();
         let stop = Arc::new(Notify::new());
         let (ended_tx, ended) = watch::channel(None);
-        let watch = Watch { kind: opts.kind, display: display.name.clone(), x, session, procs, files, stop: Arc::clone(&stop), ended: ended_tx };
+        let watch = Watch {
+            kind: opts.kind,
+            display: display.name.clone(),
+            x,
+            session: session.child,
+            program: session.program,
+            runner: session.runner,
+            session_log: session.log,
+            started: session.started,
+            procs,
+            files,
+            stop: Arc::clone(&stop),
+            ended: ended_tx,
+        };
         tokio::spawn(watch.run());
         Ok(SessionServer { kind: opts.kind, display, x_pid, session_pid, mechanism, stop, ended })
     }
@@ -293,7 +312,9 @@ impl SessionServer {
     }
 
     /// `Some` once every process of the session is gone: `UserLoggedOff` (the session program
-    /// exited), `Failed` (the X server exited first), `Terminated` (after [`terminate`](Self::terminate)).
+    /// exited), `Failed` (the X server exited first, or the session program failed at once:
+    /// the text names it, its exit status and the end of its log), `Terminated` (after
+    /// [`terminate`](Self::terminate)).
     pub fn ended(&self) -> watch::Receiver<Option<DesktopEnd>> {
         self.ended.clone()
     }
@@ -517,12 +538,25 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// A started session program, and how to name it in messages.
+struct SessionProgram {
+    child: Child,
+    /// "~/.xsession (/home/alice/.xsession)" or "the session command \"…\"".
+    program: String,
+    /// "run by /bin/bash -l -c as alice".
+    runner: String,
+    log: PathBuf,
+    started: Instant,
+}
+
 /// The session program: `~/.xsession`, or the command, run by the user's login shell.
-fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionProcesses, display: &XDisplay) -> Result<Child, X11Error> {
+fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionProcesses, display: &XDisplay) -> Result<SessionProgram, X11Error> {
     let shell = who.login_shell();
     let xsession = who.home.join(".xsession");
     let own_script = opts.user_xsession && std::fs::metadata(&xsession).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     let command: OsString = if own_script { "exec \"$HOME/.xsession\"".into() } else { opts.session_command.clone().into() };
+    let what = if own_script { format!("~/.xsession ({})", xsession.display()) } else { format!("the session command {:?}", opts.session_command) };
+    let runner = format!("run by {} -l -c as {}", shell.display(), who.user);
 
     let mut env = process::session_env(who, &shell);
     set_env(&mut env, "DISPLAY", display.name.clone());
@@ -536,11 +570,26 @@ fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionPro
     for (key, value) in &opts.env {
         set_env(&mut env, key, value);
     }
-    let log = log_file(&opts.runtime_dir.join("session.log"), who)?;
+    let log_path = opts.runtime_dir.join("session.log");
+    let log = log_file(&log_path, who)?;
     let mut cmd = Command::new(&shell);
     cmd.arg("-l").arg("-c").arg(&command).env_clear().envs(env).stdin(Stdio::null()).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
     let launch = Launch { switch: who.switch.clone(), cwd: who.home_cstring()?, controlling_tty: false, inherit_fds: Vec::new() };
-    procs.spawn(cmd, launch).map_err(|e| X11Error::Session(format!("cannot run {} -l -c {:?}: {e}", shell.display(), command)))
+    let child = procs.spawn(cmd, launch).map_err(|e| X11Error::Session(format!("cannot run {} -l -c {:?}: {e}", shell.display(), command)))?;
+    Ok(SessionProgram { child, program: what, runner, log: log_path, started: Instant::now() })
+}
+
+/// Did a session program that ended with `status` after `ran` fail to start a session at all?
+fn failed_at_once(status: ExitStatus, ran: Duration) -> bool {
+    !status.success() && ran < QUICK_EXIT
+}
+
+/// The error for a session program that failed at once: what it was, how it ended, and the end
+/// of its log (the log goes with the session's runtime directory, so it is quoted here).
+fn quick_exit_message(program: &str, runner: &str, status: ExitStatus, ran: Duration, log: &Path) -> String {
+    let tail = tail(log, LOG_TAIL_LINES);
+    let log_part = if tail.is_empty() { format!("its log {} is empty", log.display()) } else { format!("the end of its log {}:\n{tail}", log.display()) };
+    format!("the session program failed: {program} exited after {:.1} s with {} ({runner}); {log_part}", ran.as_secs_f32(), describe(status))
 }
 
 /// The task that owns the session's processes from start to end.
@@ -549,6 +598,12 @@ struct Watch {
     display: String,
     x: Child,
     session: Child,
+    /// How to name the session program in messages, and where its output goes.
+    program: String,
+    runner: String,
+    session_log: PathBuf,
+    /// When the session program started.
+    started: Instant,
     procs: SessionProcesses,
     files: RuntimeFiles,
     stop: Arc<Notify>,
@@ -557,6 +612,9 @@ struct Watch {
 
 impl Watch {
     async fn run(mut self) {
+        // A session program that failed at once: its status and run time, for the message made
+        // once every process is gone (its log is complete only then).
+        let mut failed = None;
         let end = tokio::select! {
             // First: when both are done by now, the server's exit is the cause of the other.
             biased;
@@ -567,12 +625,31 @@ impl Watch {
                 DesktopEnd::Failed(msg)
             }
             status = self.session.wait() => {
-                tracing::debug!(display = %self.display, status = ?status.ok(), "session program exited");
-                DesktopEnd::UserLoggedOff
+                let ran = self.started.elapsed();
+                match status {
+                    Ok(status) if failed_at_once(status, ran) => {
+                        failed = Some((status, ran));
+                        DesktopEnd::Failed(String::new())
+                    }
+                    status => {
+                        let how = status.map_or_else(|e| format!("cannot wait for it: {e}"), describe);
+                        tracing::debug!(display = %self.display, status = %how, "session program exited");
+                        DesktopEnd::UserLoggedOff
+                    }
+                }
             }
             () = self.stop.notified() => DesktopEnd::Terminated,
         };
         self.end_all().await;
+        let end = match failed {
+            Some((status, ran)) => {
+                let msg = quick_exit_message(&self.program, &self.runner, status, ran, &self.session_log);
+                // No fields after the message: they would trail its quoted log.
+                tracing::warn!("{msg}");
+                DesktopEnd::Failed(msg)
+            }
+            None => end,
+        };
         drop(self.files);
         tracing::debug!(display = %self.display, ?end, "session X server ended");
         self.ended.send_replace(Some(end));
@@ -598,5 +675,126 @@ impl Watch {
         self.procs.finish().await;
         let _ = self.x.wait().await;
         let _ = self.session.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// A private directory that removes itself (no dev-dependencies in this crate).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("rdhost-server-test-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            TempDir(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_failure_soon_after_start_is_a_failed_session_and_a_zero_status_a_logoff() {
+        let code = |c: i32| ExitStatus::from_raw(c << 8);
+        let killed = ExitStatus::from_raw(libc::SIGSEGV);
+        assert!(failed_at_once(code(3), Duration::from_millis(50)));
+        assert!(failed_at_once(killed, Duration::from_secs(1)));
+        assert!(!failed_at_once(code(0), Duration::from_millis(50)), "a quick exit 0 is a logoff");
+        assert!(!failed_at_once(code(1), QUICK_EXIT + Duration::from_secs(1)), "a failure later is a logoff");
+
+        let dir = TempDir::new();
+        let log = dir.path().join("session.log");
+        std::fs::write(&log, "line 1\n\nxmessage: cannot open display\nicewm: no theme\n").unwrap();
+        let msg = quick_exit_message("the session command \"x\"", "run by /bin/sh -l -c as alice", code(3), Duration::from_millis(120), &log);
+        assert!(
+            msg.starts_with("the session program failed: the session command \"x\" exited after 0.1 s with exit status 3 (run by /bin/sh -l -c as alice); the end of its log"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("line 1\nxmessage: cannot open display\nicewm: no theme"), "{msg}");
+        let msg = quick_exit_message("p", "run by /bin/sh -l -c as alice", killed, Duration::ZERO, &dir.path().join("missing.log"));
+        assert!(msg.contains("killed by SIGSEGV") && msg.contains("is empty"), "{msg}");
+    }
+
+    /// An X server to test with, or `None` (then skipped, except under CI).
+    fn x_server() -> Option<XServerKind> {
+        match find_x_server(XServerPreference::Auto) {
+            Ok(kind) => Some(kind),
+            Err(e) if std::env::var_os("CI").is_some() => panic!("{e}"),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    fn runtime_dir() -> TempDir {
+        TempDir::new()
+    }
+
+    async fn end_of(opts: SessionServerOptions) -> DesktopEnd {
+        let server = tokio::time::timeout(Duration::from_secs(20), SessionServer::start(opts)).await.expect("starts in time").expect("starts");
+        tokio::time::timeout(Duration::from_secs(20), server.wait()).await.expect("ends in time")
+    }
+
+    #[tokio::test]
+    async fn a_session_command_that_fails_at_once_names_itself_its_status_and_its_log() {
+        let Some(kind) = x_server() else { return };
+        let dir = runtime_dir();
+        let mut opts = SessionServerOptions::new(kind, Size::new(800, 600), dir.path().to_owned());
+        opts.user_xsession = false;
+        opts.session_command = "echo 'no window manager here' >&2; exit 3".into();
+        match end_of(opts).await {
+            DesktopEnd::Failed(msg) => {
+                eprintln!("{msg}");
+                assert!(msg.contains("the session command \"echo 'no window manager here' >&2; exit 3\""), "{msg}");
+                assert!(msg.contains("exit status 3"), "{msg}");
+                assert!(msg.ends_with("no window manager here"), "{msg}");
+            }
+            other => panic!("ended with {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_xsession_the_user_cannot_run_fails_the_session() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: not root (the session must run as another user)");
+            return;
+        }
+        let Some(kind) = x_server() else { return };
+        let dir = runtime_dir();
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        // nobody's home is root's and closed to them: the ~/.xsession in it is executable (so
+        // it is chosen), but they cannot reach it.
+        let home = TempDir::new();
+        let xsession = home.path().join(".xsession");
+        std::fs::write(&xsession, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+        std::fs::set_permissions(&xsession, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut opts = SessionServerOptions::new(kind, Size::new(800, 600), dir.path().to_owned());
+        opts.run_as = Some(RunAs { user: "nobody".into(), uid: 65534, gid: 65534, home: home.path().to_owned(), shell: "/bin/sh".into() });
+        match end_of(opts).await {
+            DesktopEnd::Failed(msg) => {
+                eprintln!("{msg}");
+                assert!(msg.contains(&format!("~/.xsession ({}) exited", xsession.display())) && msg.contains("as nobody)"), "{msg}");
+                assert!(msg.contains("exit status 126") || msg.contains("exit status 127"), "{msg}");
+                assert!(msg.contains("Permission denied") || msg.contains("not found") || msg.contains("No such file"), "{msg}");
+            }
+            other => panic!("ended with {other:?}"),
+        }
     }
 }

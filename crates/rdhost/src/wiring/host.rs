@@ -638,6 +638,10 @@ impl Authenticate for Host {
         self.authenticator.nt_hash(user)
     }
 
+    fn nla_accounts(&self) -> Vec<(String, [u8; 16])> {
+        self.authenticator.nla_accounts()
+    }
+
     async fn identity_after_nla(&self, client: &ClientDetails) -> Result<Admitted, AuthFailure> {
         self.identity_after_nla_inner(client).await.map(Admitted::User)
     }

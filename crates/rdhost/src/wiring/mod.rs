@@ -28,11 +28,13 @@ pub use host::Host;
 
 /// Run the host until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // First: a service manager stopping the host while it starts gets a clean stop too.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let state = StateDir::create(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let identity = tls::load_or_generate(&state).context("cannot set up the TLS certificate")?;
     let tls_config = identity.server_config().context("cannot use the TLS certificate")?;
-    let authenticator = auth::build(config.auth, state.users_file(), RunAsPolicy::detect());
+    let authenticator = auth::build_for_serve(config.auth, state.users_file(), RunAsPolicy::detect())?;
 
     let security = match config.security {
         SecurityMode::Tls => rdhost_rdp::Security::Tls,
@@ -71,7 +73,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("control socket: {}", config.control_socket.display());
     tokio::spawn(crate::control::server::serve(control, Arc::clone(&host)));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -124,7 +124,10 @@ async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         security: Some(SecurityMode::Tls),
         ..Settings::default()
     };
-    let config = ServeConfig::from_settings(settings, crate::state_dir::default_state_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The sharer is a user's tool, root included: its certificate lives in the user's state
+    // directory, never in the system host's /var/lib/rdhost.
+    let user_state = crate::state_dir::default_state_dir_for(false, std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"));
+    let config = ServeConfig::from_settings(settings, user_state).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = StateDir::create(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let identity = tls::load_or_generate(&state).context("cannot set up the TLS certificate")?;

@@ -211,12 +211,17 @@ pub fn add_user(state: &Path, name: &str, password: &str, nt_hash: bool) {
     add_user_with(state, name, password, if nt_hash { &["--nt-hash"] } else { &[] });
 }
 
-/// `rdhost user add NAME EXTRA...` with the password on stdin.
+/// `rdhost user add NAME EXTRA...` with the password on stdin. As root, without a
+/// `--system-user` in EXTRA, the account runs its sessions as root, said explicitly (as root
+/// `user add` refuses to pick that itself): the tests' sessions are the test user's own.
 pub fn add_user_with(state: &Path, name: &str, password: &str, extra: &[&str]) {
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0 && !extra.contains(&"--system-user");
     let mut child = Command::new(BIN)
         .args(["user", "add", name, "--state-dir"])
         .arg(state)
         .args(extra)
+        .args(if as_root { &["--system-user", "root"][..] } else { &[] })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -489,3 +489,278 @@ impl Shot {
         let _ = std::fs::write(path, out);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stock clients of every kind (the interop matrix): xfreerdp, rdesktop, Remmina.
+
+/// A stock RDP client and how it is started.
+#[derive(Debug, Clone)]
+pub enum Stock {
+    /// FreeRDP's `xfreerdp`, with these arguments after the server, credentials, `/cert:ignore`
+    /// and the size.
+    Xfreerdp(Vec<String>),
+    /// `rdesktop` (1.9), with these arguments after the credentials and the size. It asks on
+    /// stdin whether to trust our self-signed certificate; it is told "yes".
+    Rdesktop(Vec<String>),
+    /// Remmina's RDP plugin (FreeRDP 2 inside), from a connection profile with these extra
+    /// `key=value` settings (`security=tls`, `colordepth=16`, …).
+    Remmina(Vec<String>),
+}
+
+impl Stock {
+    pub fn xfreerdp(args: &[&str]) -> Stock {
+        Stock::Xfreerdp(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    pub fn rdesktop(args: &[&str]) -> Stock {
+        Stock::Rdesktop(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    pub fn remmina(settings: &[&str]) -> Stock {
+        Stock::Remmina(settings.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// The tools this client needs beyond the harness' own, with their Debian packages.
+    pub fn tools(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Stock::Xfreerdp(_) => &[],
+            Stock::Rdesktop(_) => &[("rdesktop", "rdesktop")],
+            // The profile's password is 3DES-encrypted with Remmina's secret: openssl does that.
+            Stock::Remmina(_) => &[("remmina", "remmina remmina-plugin-rdp"), ("openssl", "openssl")],
+        }
+    }
+
+    fn program(&self) -> &'static str {
+        match self {
+            Stock::Xfreerdp(_) => "xfreerdp",
+            Stock::Rdesktop(_) => "rdesktop",
+            Stock::Remmina(_) => "remmina",
+        }
+    }
+
+    /// The WM_CLASS of its session window (an xdotool regex).
+    fn window_class(&self) -> &'static str {
+        match self {
+            Stock::Xfreerdp(_) => "xfreerdp",
+            Stock::Rdesktop(_) => "rdesktop",
+            Stock::Remmina(_) => "Remmina",
+        }
+    }
+}
+
+/// [`tools_present_with`] for a stock client.
+pub fn stock_tools_present(test: &str, stock: &Stock) -> bool {
+    tools_present_with(test, stock.tools())
+}
+
+/// The secret Remmina encrypts profile passwords with (remmina.pref `secret`): 24 bytes of
+/// 3DES key, then 8 of CBC IV. Tests write their own, so they can encrypt.
+const REMMINA_SECRET: [u8; 32] = *b"rdhost-interop-matrix-secret-32b";
+
+/// `password` as Remmina stores it in a profile: zero-padded to a whole number of 8-byte blocks
+/// (at least one zero), 3DES-CBC with [`REMMINA_SECRET`], base64.
+fn remmina_password(password: &str) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut plain = password.as_bytes().to_vec();
+    plain.resize(plain.len() + 8 - plain.len() % 8, 0);
+    let mut child = Command::new("openssl")
+        .args(["enc", "-des-ede3-cbc", "-nopad", "-a", "-A", "-K", &hex(&REMMINA_SECRET[..24]), "-iv", &hex(&REMMINA_SECRET[24..])])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &plain).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl enc: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One stock client on a private Xvfb, logging on to a host. Dropping it kills (and reaps) the
+/// client, then its X server.
+pub struct StockClient {
+    label: String,
+    stock: Stock,
+    client: Proc,
+    window: String,
+    xvfb: Xvfb,
+}
+
+impl StockClient {
+    /// Start an Xvfb and `stock` on it logging on to `host` as `user` with `password`; returns
+    /// at once.
+    pub fn start(stock: &Stock, host: &Host, (user, password): (&str, &str), label: &str) -> StockClient {
+        let xvfb = Xvfb::start();
+        let home = xvfb.dir().join("home");
+        std::fs::create_dir_all(home.join(".config")).unwrap();
+        let log = |name: &str| std::fs::File::create(xvfb.dir().join(name)).unwrap();
+        let mut command = xvfb.command(stock.program());
+        command.env("HOME", &home).env("XDG_CONFIG_HOME", home.join(".config")).stdout(log("client.out")).stderr(log("client.err"));
+        match stock {
+            Stock::Xfreerdp(args) => {
+                command
+                    .arg(format!("/v:{}", host.addr))
+                    .arg(format!("/u:{user}"))
+                    .arg(format!("/p:{password}"))
+                    .args(["/cert:ignore", &format!("/size:{WIDTH}x{HEIGHT}"), "/kbd:0x409", "-grab-keyboard"])
+                    .args(args);
+            }
+            Stock::Rdesktop(args) => {
+                let answer = xvfb.dir().join("trust-certificate");
+                std::fs::write(&answer, "yes\n").unwrap();
+                command
+                    .args(["-u", user, "-p", password, "-g", &format!("{WIDTH}x{HEIGHT}"), "-k", "en-us"])
+                    .args(args)
+                    .arg(host.addr.to_string())
+                    .stdin(std::fs::File::open(answer).unwrap());
+            }
+            Stock::Remmina(settings) => {
+                let config = home.join(".config/remmina");
+                std::fs::create_dir_all(&config).unwrap();
+                // No toolbar and no tab: the session fills the window, as the screenshot reader needs
+                // (it reads text on a grid from the top-left corner).
+                let pref = format!("[remmina_pref]\nsecret={}\nhide_connection_toolbar=true\nalways_show_tab=false\n", base64(&REMMINA_SECRET));
+                std::fs::write(config.join("remmina.pref"), pref).unwrap();
+                let profile = xvfb.dir().join("rdhost.remmina");
+                let mut text = format!(
+                    "[remmina]\nname=rdhost-{label}\nprotocol=RDP\nserver={}\nusername={user}\npassword={}\ncert_ignore=1\n\
+                     disabletoolbar=1\nresolution_mode=2\nresolution_width={WIDTH}\nresolution_height={HEIGHT}\ndisableautoreconnect=1\n",
+                    host.addr,
+                    remmina_password(password)
+                );
+                for setting in settings {
+                    text.push_str(setting);
+                    text.push('\n');
+                }
+                std::fs::write(&profile, text).unwrap();
+                command.arg("-c").arg(&profile);
+            }
+        }
+        let client = Proc::spawn(stock.program(), &mut command);
+        StockClient { label: label.to_owned(), stock: stock.clone(), client, window: String::new(), xvfb }
+    }
+
+    /// [`StockClient::start`], then wait until its window is mapped.
+    pub fn open(stock: &Stock, host: &Host, user: (&str, &str), label: &str) -> StockClient {
+        let mut client = Self::start(stock, host, user, label);
+        client.wait_window(host);
+        client
+    }
+
+    /// Wait for the client's window; panics when the client exits first or none shows within
+    /// [`WAIT`].
+    pub fn wait_window(&mut self, host: &Host) {
+        let deadline = Instant::now() + WAIT;
+        while self.window.is_empty() {
+            let found = self.xvfb.xdotool(&["search", "--onlyvisible", "--class", self.stock.window_class()]);
+            self.window = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or("").trim().to_owned();
+            if self.window.is_empty() {
+                if let Some(status) = self.client.exited() {
+                    panic!("{}: {} exited ({status}) before showing a window:\n{}", self.label, self.stock.program(), self.log());
+                }
+                assert!(Instant::now() < deadline, "{}: no window:\n{}\nhost log:\n{}", self.label, self.log(), host.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.client.exited()
+    }
+
+    /// Kill the client without a word to the host.
+    pub fn kill(&mut self) {
+        self.client.kill();
+    }
+
+    /// What the client printed: its stderr, then its stdout.
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.xvfb.dir().join(name)).unwrap_or_default();
+        format!("{}{}", read("client.err"), read("client.out"))
+    }
+
+    /// Focus the window, with the pointer in it: Remmina takes the keyboard when the pointer
+    /// enters, a moment after focus; keys before that are lost.
+    fn focus(&self) {
+        assert!(!self.window.is_empty(), "{}: keys before its window was found", self.label);
+        let _ = self.xvfb.xdotool(&["windowfocus", "--sync", &self.window]);
+        let _ = self.xvfb.xdotool(&["mousemove", "--window", &self.window, "100", "100"]);
+        if matches!(self.stock, Stock::Remmina(_)) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Type `text` and Return into the window.
+    pub fn type_line(&self, text: &str) {
+        self.focus();
+        let out = self.xvfb.xdotool(&["type", "--delay", "40", text]);
+        assert!(out.status.success(), "xdotool type: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.xvfb.xdotool(&["key", "Return"]);
+        assert!(out.status.success(), "xdotool key: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Screenshots until one shows any of `texts` in the terminal font: the index of the one
+    /// found; on timeout the last is saved as an artifact named after the label and `what`.
+    pub fn wait_any(&self, texts: &[&str], what: &str) -> Option<usize> {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(shot) = self.xvfb.screenshot(&self.window) {
+                if let Some(found) = texts.iter().position(|t| shot.shows(t)) {
+                    return Some(found);
+                }
+                last = Some(shot);
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        if let Some(shot) = last {
+            let path = artifacts_dir().join(format!("interop_matrix-{}-{what}.ppm", self.label));
+            shot.save(&path);
+            eprintln!("{}: last screenshot saved to {}", self.label, path.display());
+        }
+        None
+    }
+
+    pub fn wait_text(&self, text: &str, what: &str) -> bool {
+        self.wait_any(&[text], what).is_some()
+    }
+
+    /// The client's version, as `--version` (or its usage text) says it, for the matrix.
+    pub fn version(&self) -> String {
+        let out = self
+            .xvfb
+            .command(self.stock.program())
+            .arg("--version")
+            .env("HOME", self.xvfb.dir().join("home"))
+            .output()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_default();
+        // "This is FreeRDP version 2.11.7 (2.11.7)", "Version 1.9.0. Copyright …", "… - 1.4.29 (git n/a)"
+        let version = |word: &str| {
+            let word = word.trim_end_matches(|c: char| !c.is_ascii_digit());
+            let dotted = word.split('.').count() >= 2 && word.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+            dotted.then(|| word.to_owned())
+        };
+        out.lines().find_map(|l| l.split_whitespace().find_map(version)).unwrap_or_else(|| "?".into())
+    }
+}

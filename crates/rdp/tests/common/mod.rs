@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdhost_desktop::{Canvas, CursorShape, InputEvent, KeyboardLayout, Size};
+use rdhost_desktop::{Canvas, ClipboardOffer, ClipboardText, CursorShape, InputEvent, KeyboardLayout, Size};
 use rdhost_frames::{FeedProfile, Stage};
 use rdhost_rdp::{
     AcceptConfig, AuthFailure, Authenticate, ClientDetails, CodecPreference, ControlRequest, InputSink, Security, Showing,
@@ -28,6 +28,12 @@ pub struct FakeDesktop {
     pub layouts: Mutex<Vec<KeyboardLayout>>,
     /// Control levels asked for on encomsp, in order.
     pub control_requests: Mutex<Vec<ControlRequest>>,
+    /// Text copied in the desktop, as a desktop publishes it.
+    pub clipboard: watch::Sender<Option<ClipboardText>>,
+    /// What the client offers, newest last (`None`: it holds no text any more).
+    pub offers: Mutex<Vec<Option<ClipboardOffer>>>,
+    /// Whether the terminal takes part in the clipboard (a primary does; a watching viewer not).
+    pub clipboard_allowed: std::sync::atomic::AtomicBool,
 }
 
 impl FakeDesktop {
@@ -41,6 +47,9 @@ impl FakeDesktop {
             input: Mutex::new(Vec::new()),
             layouts: Mutex::new(Vec::new()),
             control_requests: Mutex::new(Vec::new()),
+            clipboard: watch::channel(None).0,
+            offers: Mutex::new(Vec::new()),
+            clipboard_allowed: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -90,6 +99,15 @@ impl InputSink for Sink {
     }
     fn control_request(&self, request: ControlRequest) {
         self.0.control_requests.lock().unwrap().push(request);
+    }
+    fn clipboard(&self) -> Option<watch::Receiver<Option<ClipboardText>>> {
+        Some(self.0.clipboard.subscribe())
+    }
+    fn clipboard_allowed(&self) -> bool {
+        self.0.clipboard_allowed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn clipboard_offer(&self, offer: Option<ClipboardOffer>) {
+        self.0.offers.lock().unwrap().push(offer);
     }
 }
 
