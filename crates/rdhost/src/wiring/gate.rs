@@ -117,6 +117,22 @@ impl InputSink for Gate {
         self.desktop.input(event);
     }
 
+    fn clipboard(&self) -> Option<tokio::sync::watch::Receiver<Option<rdhost_rdp::ClipboardText>>> {
+        Some(self.desktop.clipboard())
+    }
+
+    /// The primary and interactive viewers share the session's clipboard; watchers do not. The
+    /// role is checked at every exchange, so a viewer raised to interactive joins at its next.
+    fn clipboard_allowed(&self) -> bool {
+        self.lock().role.may_input()
+    }
+
+    fn clipboard_offer(&self, offer: Option<rdhost_rdp::ClipboardOffer>) {
+        if self.clipboard_allowed() {
+            self.desktop.clipboard_offer(offer);
+        }
+    }
+
     fn control_request(&self, request: rdhost_rdp::ControlRequest) {
         if let Some(on_request) = &self.on_control_request {
             on_request(request.view, request.interact);
