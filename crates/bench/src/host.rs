@@ -27,7 +27,7 @@ pub struct Host {
 }
 
 /// A fresh directory under the system temp dir (removed by [`Host`]'s drop).
-fn make_dir(label: &str) -> Result<PathBuf> {
+pub(crate) fn make_dir(label: &str) -> Result<PathBuf> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("rdhost-bench-{label}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -154,51 +154,56 @@ impl Host {
     }
 
     fn stop(&mut self) {
-        let pid = self.child.id();
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
+        stop_tree(&mut self.child, "rdhost");
+    }
+}
+
+/// Stop a server process and everything it started: SIGTERM, SIGKILL after 10 s, then SIGKILL
+/// for whatever of its descendants (as they were before the signal) outlived it by 3 s — each
+/// matched by pid *and* start time, so never a recycled pid.
+pub fn stop_tree(child: &mut Child, name: &str) {
+    let pid = child.id();
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let descendants: Vec<(u32, u64)> = procfs::descendants(pid)
+        .into_iter()
+        .filter_map(|p| procfs::start_time(p).map(|t| (p, t)))
+        .collect();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exited = false;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            exited = true;
+            break;
         }
-        // Its sessions' processes, to check afterwards that none outlived the host.
-        let descendants: Vec<(u32, u64)> = procfs::descendants(pid)
-            .into_iter()
-            .filter_map(|p| procfs::start_time(p).map(|t| (p, t)))
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !exited {
+        eprintln!("rdhost-bench: {name} ({pid}) ignored SIGTERM for 10 s; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Give its children a moment to see it gone, then kill what is left.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left: Vec<u32> = descendants
+            .iter()
+            .filter(|(p, t)| procfs::start_time(*p) == Some(*t))
+            .map(|(p, _)| *p)
             .collect();
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut exited = false;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                exited = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if left.is_empty() {
+            break;
         }
-        if !exited {
-            eprintln!("rdhost-bench: host {pid} ignored SIGTERM for 10 s; killing it");
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        // Give the sessions a moment to see their PTYs close, then kill what is left (same pid
-        // *and* start time, so never a recycled pid).
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let left: Vec<u32> = descendants
-                .iter()
-                .filter(|(p, t)| procfs::start_time(*p) == Some(*t))
-                .map(|(p, _)| *p)
-                .collect();
-            if left.is_empty() {
-                break;
+        if Instant::now() >= deadline {
+            eprintln!("rdhost-bench: {} processes outlived {name}; killing them", left.len());
+            for p in left {
+                let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
             }
-            if Instant::now() >= deadline {
-                eprintln!("rdhost-bench: {} session processes outlived the host; killing them", left.len());
-                for p in left {
-                    let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -15,8 +15,12 @@
 //! frame at a listening viewer, and key-to-pixel latency of `rdhost view` and xfreerdp windows
 //! against one host session.
 //!
+//! `--compare` runs rdhost against xrdp and FreeRDP's shadow server on this machine and writes
+//! BENCHMARKS.md with BENCHMARKS.svg (compare/).
+//!
 //! Progress goes to stderr; stdout gets a table and one JSON line (`{"rdhost_bench": ...}`).
 
+mod compare;
 mod host;
 mod procfs;
 mod sessions;
@@ -117,6 +121,8 @@ struct Args {
     sharing_figures: bool,
     #[command(flatten)]
     sharing: sharing::SharingArgs,
+    #[command(flatten)]
+    compare: compare::CompareArgs,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -170,6 +176,10 @@ struct Settings {
 
 async fn run(args: &Args, bin: PathBuf) -> Result<()> {
     let q = args.quick;
+    if args.compare.compare {
+        eprintln!("rdhost-bench: rdhost binary {}", bin.display());
+        return compare::run(&bin, &args.compare, q).await;
+    }
     if args.x11 {
         let settings = x11::X11Settings {
             presses: args.presses.unwrap_or(if q { 20 } else { 200 }),
@@ -370,17 +380,9 @@ async fn pump_until_quiet(c: &mut Client, quiet: Duration, max: Duration) -> Res
     Ok(())
 }
 
-async fn echo_bytes(host: &mut Host, user: &str, password: &str, n: usize) -> Result<Echo> {
-    let (mut c, _) = connect_to_prompt(host, user, password).await?;
-    wait_session_id(&mut c).await?;
-    pump_until_quiet(&mut c, Duration::from_millis(500), Duration::from_secs(10)).await?;
-    // What an idle connected session costs, to tell it apart from the echoes.
-    let b0 = c.bytes_received();
-    let idle_window = Duration::from_secs(2);
-    c.pump_for(idle_window).await?;
-    let idle_bytes_per_s = (c.bytes_received() - b0) as f64 / idle_window.as_secs_f64();
-    eprintln!("rdhost-bench: idle connected session: {idle_bytes_per_s:.0} bytes/s");
-
+/// Type `n` letters, one at a time, each only once the previous one's update has gone quiet:
+/// the bytes that came back for each, the time to the first of them (ms), and what was typed.
+async fn type_and_count(c: &mut Client, n: usize) -> Result<(Vec<u64>, Vec<f64>, String)> {
     let letters: Vec<char> = ('a'..='z').collect();
     let mut typed = String::new();
     let (mut bytes, mut latency_ms) = (Vec::new(), Vec::new());
@@ -394,10 +396,25 @@ async fn echo_bytes(host: &mut Host, user: &str, password: &str, n: usize) -> Re
         }
         latency_ms.push(ms(t0.elapsed()));
         // The echo may come in several PDUs: take everything until the line goes quiet.
-        pump_until_quiet(&mut c, Duration::from_millis(150), Duration::from_secs(5)).await?;
+        pump_until_quiet(c, Duration::from_millis(150), Duration::from_secs(5)).await?;
         bytes.push(c.bytes_received() - before);
         typed.push(ch);
     }
+    Ok((bytes, latency_ms, typed))
+}
+
+async fn echo_bytes(host: &mut Host, user: &str, password: &str, n: usize) -> Result<Echo> {
+    let (mut c, _) = connect_to_prompt(host, user, password).await?;
+    wait_session_id(&mut c).await?;
+    pump_until_quiet(&mut c, Duration::from_millis(500), Duration::from_secs(10)).await?;
+    // What an idle connected session costs, to tell it apart from the echoes.
+    let b0 = c.bytes_received();
+    let idle_window = Duration::from_secs(2);
+    c.pump_for(idle_window).await?;
+    let idle_bytes_per_s = (c.bytes_received() - b0) as f64 / idle_window.as_secs_f64();
+    eprintln!("rdhost-bench: idle connected session: {idle_bytes_per_s:.0} bytes/s");
+
+    let (bytes, latency_ms, typed) = type_and_count(&mut c, n).await?;
     // The last few letters (all of them could wrap at the screen's edge) must be on screen.
     let tail: String = typed.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
     let on_screen = rdhost_desktop::terminal::find_text(

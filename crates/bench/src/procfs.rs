@@ -137,3 +137,58 @@ pub fn pss_by_name(host: u32) -> Vec<(String, u64)> {
         .filter_map(|p| Some((comm(p)?, kib(&format!("/proc/{p}/smaps_rollup"), "Pss")?)))
         .collect()
 }
+
+/// The real uid of a process (`Uid:` of /proc/PID/status).
+pub fn uid(pid: u32) -> Option<u32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// PSS of one process in KiB (/proc/PID/smaps_rollup).
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    kib(&format!("/proc/{pid}/smaps_rollup"), "Pss")
+}
+
+/// One process of a server under measurement.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: u32,
+    /// Start time in ticks: with the pid, a process's identity (pids are recycled).
+    pub start: u64,
+    pub comm: String,
+    /// utime + stime so far, ticks.
+    pub ticks: u64,
+}
+
+/// Every process of `roots` and their descendants, and every process of `uid` (a session's
+/// processes that were re-parented away from the tree, e.g. daemonised), each once.
+pub fn server_processes(roots: &[u32], uid_of_sessions: Option<u32>) -> Vec<Proc> {
+    let mut pids: Vec<u32> = roots.iter().copied().filter(|&p| stat(p).is_some()).collect();
+    for &r in roots {
+        pids.extend(descendants(r));
+    }
+    if let Some(u) = uid_of_sessions {
+        pids.extend(all_pids().into_iter().filter(|&p| uid(p) == Some(u)));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter(|&pid| !zombie(pid))
+        .filter_map(|pid| {
+            let (_, ticks, start) = stat(pid)?;
+            Some(Proc { pid, start, comm: comm(pid)?, ticks })
+        })
+        .collect()
+}
+
+/// A process that has exited and waits for its parent to reap it (state Z): it uses no memory or CPU
+/// and cannot be signalled away.
+fn zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| t.rfind(')').map(|i| t[i + 2..].starts_with('Z'))).unwrap_or(false)
+}
+
+/// The command line of a process, its arguments joined by spaces.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+}

@@ -378,15 +378,15 @@ async fn connect_figure(bin: &Path, kind: Kind, n: usize) -> Result<ConnectFigur
 // 2. viewers
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// Animation frames shown (forward steps of the frame number).
-    distinct: AtomicU64,
-    bytes: AtomicU64,
+    pub distinct: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
-struct Pumping {
-    counters: Arc<Counters>,
-    task: tokio::task::JoinHandle<Result<Client>>,
+pub(crate) struct Pumping {
+    pub counters: Arc<Counters>,
+    pub task: tokio::task::JoinHandle<Result<Client>>,
 }
 
 /// Frame numbers count as shown only when they move forward (by less than half the u16 range,
@@ -396,17 +396,17 @@ const MAX_STEP: u16 = u16::MAX / 2;
 
 /// Switches shared by every pumping client.
 #[derive(Clone, Default)]
-struct Pump {
-    stop: Arc<AtomicBool>,
+pub(crate) struct Pump {
+    pub stop: Arc<AtomicBool>,
     /// Set while a viewer is being added: the clients all decode on the benchmark's one thread,
     /// and a new client's connection sequence must not wait behind them (with a dozen busy
     /// clients the host refused the thirteenth mid-handshake). Paused clients stop reading; the
     /// host's stage skips them to the newest frame.
-    paused: Arc<AtomicBool>,
+    pub paused: Arc<AtomicBool>,
 }
 
 /// Keep `c` reading and decoding (as a real client would) until `stop`, counting the frames it shows.
-fn keep_pumping(mut c: Client, pump: &Pump) -> Pumping {
+pub(crate) fn keep_pumping(mut c: Client, pump: &Pump) -> Pumping {
     let counters = Arc::new(Counters::default());
     let k = Arc::clone(&counters);
     let Pump { stop, paused } = pump.clone();
@@ -547,7 +547,7 @@ async fn viewers_figure(bin: &Path, counts: &[usize], secs: u64, size: (u16, u16
     Ok(ViewersFigure { size, fps, levels })
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 

@@ -96,18 +96,28 @@ async fn latency(bin: &Path, presses: usize) -> Result<Vec<f64>> {
     let users = [("lat".to_owned(), "lat-pw".to_owned())];
     let mut host = Host::start(bin, "x11-latency", &users, &x11_config(&format!("exec {} --override-redirect >/dev/null", recorder.display())))?;
     let mut c = connect(&host, "lat", "lat-pw", (1024, 768)).await?;
-    let probe = (512, 384);
+    eprintln!("rdhost-bench: x11 latency, {presses} key presses");
+    let samples = key_to_pixel(&mut c, presses).await.map_err(|e| anyhow::anyhow!("{e:#}; host log:\n{}", host.log()))?;
+    host.check_running()?;
+    c.disconnect().await?;
+    Ok(samples)
+}
+
+/// Key press to changed pixels decoded, `presses` times, on a client showing `rdhost-xrecorder`
+/// full screen (waits for its window first). Every server the benchmarks measure goes through
+/// this one loop.
+pub(crate) async fn key_to_pixel(c: &mut Client, presses: usize) -> Result<Vec<f64>> {
+    let probe = (c.width() / 2, c.height() / 2);
     let colour = |c: &Client| c.pixel(probe.0, probe.1).unwrap_or([0, 0, 0]);
     if !c.pump_until(WAIT, |c| RECORDER_COLOURS.iter().any(|&k| near(colour(c), k))).await? {
-        bail!("the recorder's window never showed (pixel {:?}); host log:\n{}", colour(&c), host.log());
+        bail!("the recorder's window never showed (pixel {:?})", colour(c));
     }
     // No window manager: focus follows the pointer.
     c.mouse_move(probe.0, probe.1).await?;
     c.pump_for(Duration::from_millis(300)).await?;
-    eprintln!("rdhost-bench: x11 latency, {presses} key presses");
     let mut samples = Vec::with_capacity(presses);
     for i in 0..presses {
-        let before = colour(&c);
+        let before = colour(c);
         let t0 = Instant::now();
         c.key(0x1E, false, true).await?;
         let changed = c.pump_until(WAIT, |c| !near(colour(c), before)).await?;
@@ -120,9 +130,60 @@ async fn latency(bin: &Path, presses: usize) -> Result<Vec<f64>> {
         // Let the rest of the frame arrive before the next press.
         c.pump_for(Duration::from_millis(20)).await?;
     }
-    host.check_running()?;
-    c.disconnect().await?;
     Ok(samples)
+}
+
+/// Read and decode for `d` while the server keeps sending: `Client::pump_for` only looks at its
+/// deadline when the socket is idle, so a client that decodes slower than the server sends (a
+/// debug build on busy cores) would never return from it. The predicate is checked after every PDU.
+pub(crate) async fn pump_streaming(c: &mut Client, d: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    c.pump_until(d, |_| t0.elapsed() >= d).await?;
+    Ok(())
+}
+
+/// What a client took in while it counted animation frames.
+pub(crate) struct FrameCount {
+    /// Distinct frame numbers shown.
+    pub frames: u64,
+    pub bytes: u64,
+    pub wall: f64,
+}
+
+impl FrameCount {
+    pub fn fps(&self) -> f64 {
+        self.frames as f64 / self.wall
+    }
+
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.wall / 1e6
+    }
+}
+
+/// Wait for `rdhost-xanimate`'s frame number, let a second go by, then count for `secs` the
+/// frames the client shows (each new frame number decoded).
+pub(crate) async fn count_frames(c: &mut Client, secs: f64, mut started: impl FnMut()) -> Result<FrameCount> {
+    if !c.pump_until(WAIT, |c| frame_number(c).is_some()).await? {
+        bail!("no animation frame number on screen at {}x{}", c.width(), c.height());
+    }
+    pump_streaming(c, Duration::from_secs(1)).await?;
+    started();
+    let (bytes0, t0) = (c.bytes_received(), Instant::now());
+    let mut frames = 0u64;
+    let mut last = frame_number(c);
+    while t0.elapsed().as_secs_f64() < secs {
+        c.pump_until(Duration::from_millis(200), |c| {
+            let n = frame_number(c);
+            n.is_some() && n != last
+        })
+        .await?;
+        let n = frame_number(c);
+        if n.is_some() && n != last {
+            frames += 1;
+            last = n;
+        }
+    }
+    Ok(FrameCount { frames, bytes: c.bytes_received() - bytes0, wall: t0.elapsed().as_secs_f64() })
 }
 
 /// The frame number `rdhost-xanimate` draws at the top-left of the screen.
@@ -139,36 +200,19 @@ async fn animation(bin: &Path, size: (u16, u16), secs: u64) -> Result<Animation>
     let command = format!("exec {} --fps 60 2>/dev/null", animate.display());
     let mut host = Host::start(bin, "x11-animation", &users, &x11_config(&command))?;
     let mut c = connect(&host, "anim", "anim-pw", size).await?;
-    if !c.pump_until(WAIT, |c| frame_number(c).is_some()).await? {
-        bail!("no animation frame number on screen at {size:?}");
-    }
-    c.pump_for(Duration::from_secs(1)).await?;
     eprintln!("rdhost-bench: x11 animation at {}x{} for {secs} s", size.0, size.1);
     let hz = procfs::ticks_per_sec() as f64;
-    let (before, bytes0, t0) = (procfs::cpu_by_name(host.pid()), c.bytes_received(), Instant::now());
-    let mut frames = 0u64;
-    let mut last = frame_number(&c);
-    while t0.elapsed() < Duration::from_secs(secs) {
-        c.pump_until(Duration::from_millis(200), |c| {
-            let n = frame_number(c);
-            n.is_some() && n != last
-        })
-        .await?;
-        let n = frame_number(&c);
-        if n.is_some() && n != last {
-            frames += 1;
-            last = n;
-        }
-    }
-    let wall = t0.elapsed().as_secs_f64();
+    let mut before = Default::default();
+    let counted = count_frames(&mut c, secs as f64, || before = procfs::cpu_by_name(host.pid())).await?;
     let after = procfs::cpu_by_name(host.pid());
+    let wall = counted.wall;
     let used = |name: &str| 100.0 * after.get(name).copied().unwrap_or(0).saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 / hz / wall;
     let x_server_cpu = used("Xorg") + used("Xvfb");
     let figures = Animation {
         size,
         secs: wall,
-        client_fps: frames as f64 / wall,
-        mbit_per_s: (c.bytes_received() - bytes0) as f64 * 8.0 / wall / 1e6,
+        client_fps: counted.fps(),
+        mbit_per_s: counted.mbit_per_s(),
         host_cpu: used("rdhost"),
         x_server_cpu,
         animation_cpu: used("rdhost-xanimate"),

@@ -11,6 +11,8 @@ use ironrdp_connector::connection_activation::{
     ConnectionActivationFactory, ConnectionActivationState,
 };
 use ironrdp_core::WriteBuf;
+use ironrdp_dvc::DrdynvcClient;
+use ironrdp_egfx::client::GraphicsPipelineClient;
 use ironrdp_graphics::image_processing::PixelFormat;
 use ironrdp_pdu::Action;
 use ironrdp_pdu::input::fast_path::{FastPathInputEvent, KeyboardFlags as FastPathKeyboardFlags};
@@ -37,6 +39,7 @@ use tracing::{debug, warn};
 use crate::clipboard::{ClipboardBackend, ClipboardCounters, ClipboardState, Note, decode_text};
 use crate::connect::{self, REMOTEFX_CODEC_ID, Transport, is_hangup};
 use crate::encomsp::{EncomspClient, EncomspCounters, EncomspState, ParticipantState};
+use crate::gfx::{GfxCounters, SharedGfx};
 use crate::keymap::{self, KeyStroke};
 use crate::wire::{self, Codec, PointerUpdate};
 use crate::{ClientConfig, ConnectError, SessionError};
@@ -126,6 +129,10 @@ pub struct Client {
     pointer_scratch: Vec<PointerUpdate>,
     encomsp: EncomspState,
     clipboard: ClipboardState,
+    /// The graphics pipeline's counters, shared with its handler and decoder.
+    gfx: SharedGfx,
+    /// The MCS channel of `drdynvc`, to find EGFX data in slow-path frames.
+    drdynvc_channel: Option<u16>,
 }
 
 fn fastpath_input_allowed(flags: InputFlags) -> bool {
@@ -139,7 +146,11 @@ impl Client {
             result,
             bytes_read,
             error_info,
+            gfx,
         } = connected;
+        let drdynvc_channel = result
+            .static_channels
+            .get_channel_id_by_type::<DrdynvcClient>();
         let image = DecodedImage::new(
             PixelFormat::RgbA32,
             result.desktop_size.width,
@@ -186,6 +197,8 @@ impl Client {
             pointer_scratch: Vec::new(),
             encomsp: EncomspState::default(),
             clipboard: ClipboardState::default(),
+            gfx,
+            drdynvc_channel,
         }
     }
 
@@ -239,9 +252,26 @@ impl Client {
     }
 
     /// How the server encoded its graphics so far: each codec with the number of rectangles
-    /// or surface commands that used it.
+    /// or surface commands that used it. Graphics pipeline commands are the `Gfx*` codecs,
+    /// counted per rectangle painted (see [`gfx_counters`](Self::gfx_counters) for frames and
+    /// H.264 pictures).
     pub fn codecs_seen(&self) -> Vec<(Codec, u64)> {
-        self.codecs.iter().map(|(&c, &n)| (c, n)).collect()
+        let mut all = self.codecs.clone();
+        for (&codec, &n) in &self.gfx.lock().codecs {
+            *all.entry(codec).or_default() += n;
+        }
+        all.into_iter().collect()
+    }
+
+    /// What the graphics pipeline (MS-RDPEGFX) brought so far: the capability set the server
+    /// confirmed, frames (each acknowledged), H.264 pictures decoded, channel bytes, resets.
+    /// All zero unless [`ClientConfig::gfx`] offered it and the server opened the channel.
+    pub fn gfx_counters(&self) -> GfxCounters {
+        let mut counters = self.gfx.lock().counters.clone();
+        if let Some(channel) = self.stage.get_dvc::<GraphicsPipelineClient>() {
+            counters.dropped_updates = channel.processor().dropped_updates();
+        }
+        counters
     }
 
     /// The pointer as the server last set it.
@@ -520,6 +550,11 @@ impl Client {
     /// Reads and handles one PDU. `Ok(false)` when `deadline` passed first.
     async fn pump_one(&mut self, deadline: Instant) -> Result<bool, SessionError> {
         self.ensure_open()?;
+        // A timeout polls its future first: with data always waiting (a server sending faster
+        // than we decode) it would never elapse, and `pump_for` would never return.
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
         let (action, frame) = match tokio::time::timeout_at(deadline, self.framed.read_pdu()).await
         {
             Err(_elapsed) => return Ok(false),
@@ -568,6 +603,7 @@ impl Client {
                         error_info: Some(code),
                     });
                 }
+                self.count_gfx_bytes(frame);
             }
             Action::FastPath => {
                 self.codec_scratch.clear();
@@ -591,6 +627,24 @@ impl Client {
             self.take_clipboard().await?;
         }
         self.handle_outputs(outputs).await
+    }
+
+    /// Adds what `frame` carries on the EGFX channel, once the server has opened it.
+    fn count_gfx_bytes(&mut self, frame: &[u8]) {
+        let Some(drdynvc) = self.drdynvc_channel else {
+            return;
+        };
+        let Some(dvc) = self
+            .stage
+            .get_dvc::<GraphicsPipelineClient>()
+            .map(|c| c.channel_id())
+        else {
+            return;
+        };
+        let n = wire::dvc_payload_bytes(frame, drdynvc, dvc);
+        if n > 0 {
+            self.gfx.lock().counters.bytes += n;
+        }
     }
 
     async fn handle_outputs(

@@ -23,6 +23,25 @@ pub struct Assistance {
     pub password: String,
 }
 
+/// Whether to offer the graphics pipeline (MS-RDPEGFX), and with which codecs.
+///
+/// Off by default: a server that gets GFX draws everything through it, so a client that offers
+/// it no longer exercises the fast-path codecs (RemoteFX, planar, uncompressed) the existing
+/// tests and benchmarks measure. Turn it on to get what a Windows or FreeRDP client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gfx {
+    /// No GFX: core data does not announce it and the `Microsoft::Windows::RDS::Graphics`
+    /// channel is not joined; the server uses fast-path bitmap or surface updates.
+    #[default]
+    Off,
+    /// GFX with H.264: capability sets 10.7 down to 10 (AVC allowed) and 8.1 with AVC420, and an
+    /// OpenH264 decoder. AVC444 is decoded too if the server chooses it.
+    Avc420,
+    /// GFX without H.264: the same versions with AVC disabled, and no decoder, for servers'
+    /// fallbacks (planar, RemoteFX, uncompressed on the pipeline, or fast-path).
+    NoAvc,
+}
+
 /// Everything [`connect`](crate::connect) needs.
 ///
 /// `ClientConfig::new(addr, user, password)` (or `..Default::default()`) fills in the rest.
@@ -53,6 +72,12 @@ pub struct ClientConfig {
     /// Join the `cliprdr` channel: [`Client::set_clipboard`](crate::Client::set_clipboard) and
     /// [`Client::paste`](crate::Client::paste) then work. Off by default.
     pub clipboard: bool,
+    /// Offer the graphics pipeline (see [`Gfx`]); [`Gfx::Off`] by default.
+    /// [`Client::gfx_counters`](crate::Client::gfx_counters) reports what it brought.
+    pub gfx: Gfx,
+    /// Offer RemoteFX in the Bitmap Codecs capability (on by default). Off, the client is one
+    /// that decodes no codec at all, as an old or minimal client is: it gets planar bitmaps.
+    pub remotefx: bool,
 }
 
 impl ClientConfig {
@@ -101,6 +126,8 @@ impl Default for ClientConfig {
             client_name: "rdhost-client".to_owned(),
             assistance: None,
             clipboard: false,
+            gfx: Gfx::Off,
+            remotefx: true,
         }
     }
 }

@@ -33,8 +33,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use crate::config::Gfx;
 use crate::encomsp::EncomspClient;
 use crate::error::error_info_detail;
+use crate::gfx::SharedGfx;
 use crate::wire::{self, Counted};
 use crate::{ClientConfig, ConnectError, Security, errinfo, tls};
 
@@ -120,7 +122,7 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         bitmap: Some(BitmapConfig {
             lossy_compression: false,
             color_depth: 32,
-            codecs: advertised_codecs(),
+            codecs: if cfg.remotefx { advertised_codecs() } else { BitmapCodecs(Vec::new()) },
         }),
         dig_product_id: String::new(),
         client_dir: String::new(),
@@ -143,7 +145,9 @@ fn connector_config(cfg: &ClientConfig) -> ironrdp_connector::Config {
         enable_server_pointer: true,
         pointer_software_rendering: false,
         multitransport_flags: None,
-        support_dyn_vc_gfx_protocol: false,
+        // The early capability flag that tells the server we can take the graphics pipeline;
+        // the channel itself is joined in `run_over`.
+        support_dyn_vc_gfx_protocol: cfg.gfx != Gfx::Off,
     }
 }
 
@@ -153,6 +157,8 @@ pub(crate) struct Connected {
     pub bytes_read: Arc<AtomicU64>,
     /// A Set Error Info code seen during the sequence (ERRINFO_NONE is not recorded).
     pub error_info: Option<u32>,
+    /// The graphics pipeline's counters (all zero when it was not offered).
+    pub gfx: SharedGfx,
 }
 
 /// Dial `cfg.addr` and run the sequence.
@@ -184,8 +190,12 @@ pub(crate) async fn run_over(
             .map_err(ConnectError::Io)?;
     }
 
-    let drdynvc = DrdynvcClient::new()
+    let gfx = SharedGfx::default();
+    let mut drdynvc = DrdynvcClient::new()
         .with_dynamic_channel(DisplayControlClient::new(|_caps| Ok(Vec::new())));
+    if let Some(pipeline) = crate::gfx::pipeline_client(cfg.gfx, &gfx)? {
+        drdynvc = drdynvc.with_dynamic_channel(pipeline);
+    }
     let mut connector =
         ClientConnector::new(connector_config(cfg), local_addr).with_static_channel(drdynvc);
     if cfg.assistance.is_some() {
@@ -279,6 +289,7 @@ pub(crate) async fn run_over(
                 result,
                 bytes_read,
                 error_info,
+                gfx,
             })
         }
         ConnectionOutcome::Redirected(redirection) => Err(ConnectError::Protocol(format!(
@@ -552,8 +563,15 @@ mod tests {
         assert_eq!(c.keyboard_layout, 0x409);
         assert!(
             !c.support_dyn_vc_gfx_protocol,
-            "no EGFX: we could not decode it"
+            "GFX is off unless asked for: the fast-path codecs stay testable"
         );
+        for gfx in [Gfx::Avc420, Gfx::NoAvc] {
+            let c = connector_config(&ClientConfig {
+                gfx,
+                ..ClientConfig::default()
+            });
+            assert!(c.support_dyn_vc_gfx_protocol, "{gfx:?}");
+        }
         assert_eq!(c.bitmap.expect("bitmap config").color_depth, 32);
     }
 }

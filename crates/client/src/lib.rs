@@ -6,7 +6,9 @@
 //! client crates (connector / session), with the bits tests need that those do not expose:
 //! the numeric Set Error Info code, a pre-connection PDU, byte and frame counters, and which
 //! codec the server chose. With [`ClientConfig::clipboard`] it joins `cliprdr`: it puts text
-//! on the server's clipboard and pastes what the server announces.
+//! on the server's clipboard and pastes what the server announces. With [`ClientConfig::gfx`] it
+//! offers the graphics pipeline (MS-RDPEGFX, H.264 AVC420 included) and decodes it into the same
+//! framebuffer ([`Client::gfx_counters`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,13 +29,15 @@ mod connect;
 mod encomsp;
 pub mod errinfo;
 mod error;
+mod gfx;
 pub mod keymap;
 mod tls;
 mod wire;
 
 pub use client::{Button, Client, Pointer, PointerShape, connect, connect_over};
 pub use clipboard::ClipboardCounters;
-pub use config::{Assistance, ClientConfig, Security};
+pub use config::{Assistance, ClientConfig, Gfx, Security};
 pub use encomsp::{EncomspCounters, ParticipantState};
 pub use error::{ConnectError, SessionError};
+pub use gfx::{GfxConfirmed, GfxCounters};
 pub use wire::{Codec, PointerUpdate, preconnection_pdu};

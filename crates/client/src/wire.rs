@@ -73,6 +73,26 @@ pub enum Codec {
     InterleavedRle,
     /// Bitmap update, uncompressed.
     BitmapUncompressed,
+    /// Graphics pipeline (MS-RDPEGFX) commands, counted per rectangle painted: H.264 AVC420
+    /// (one per region rectangle of a frame).
+    GfxAvc420,
+    /// H.264 AVC444 or AVC444v2, per region rectangle.
+    GfxAvc444,
+    /// RDP 6.0 planar on the pipeline.
+    GfxPlanar,
+    GfxRemoteFx,
+    GfxClearCodec,
+    /// Uncompressed on the pipeline.
+    GfxUncompressed,
+    /// RemoteFX Progressive, per command.
+    GfxProgressive,
+    GfxAlpha,
+    /// SolidFill rectangles.
+    GfxSolidFill,
+    /// SurfaceToSurface copies (per destination).
+    GfxSurfaceToSurface,
+    /// CacheToSurface pastes (per destination).
+    GfxCacheToSurface,
 }
 
 const FASTPATH_UPDATETYPE_BITMAP: u8 = 0x1;
@@ -217,6 +237,60 @@ fn bitmap_update_codecs(data: &[u8], out: &mut Vec<Codec>) {
     }
 }
 
+const CHANNEL_FLAG_FIRST: u32 = 0x1;
+const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+const DYNVC_DATA_FIRST: u8 = 0x2;
+const DYNVC_DATA: u8 = 0x3;
+const DYNVC_DATA_FIRST_COMPRESSED: u8 = 0x6;
+const DYNVC_DATA_COMPRESSED: u8 = 0x7;
+
+/// The payload bytes one slow-path frame carries for dynamic channel `dvc` of the `drdynvc`
+/// static channel (MCS id `drdynvc`); 0 for anything else.
+///
+/// Counted at the first chunk of each static-channel message, whose CHANNEL_PDU_HEADER gives
+/// the message's whole length (MS-RDPBCGR 2.2.6.1.1), minus the dynamic channel's Data or Data
+/// First header (MS-RDPEDYC 2.2.3). A message compressed at the static-channel level cannot be
+/// attributed without decompressing it, and is not counted (we do not offer that compression).
+pub fn dvc_payload_bytes(frame: &[u8], drdynvc: u16, dvc: u32) -> u64 {
+    let Ok(ctx) = ironrdp_pdu::mcs::decode_send_data_indication(frame) else {
+        return 0;
+    };
+    if ctx.channel_id != drdynvc {
+        return 0;
+    }
+    let data = ctx.user_data;
+    let (Some(length), Some(flags), Some(&header)) = (
+        data.get(0..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        data.get(4..8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        data.get(8),
+    ) else {
+        return 0;
+    };
+    if flags & CHANNEL_FLAG_FIRST == 0 || flags & CHANNEL_PACKET_COMPRESSED != 0 {
+        return 0;
+    }
+    let field = |code: u8| [1usize, 2, 4, 4][usize::from(code & 0x3)];
+    let (cmd, id_len) = (header >> 4, field(header));
+    let header_len = match cmd {
+        DYNVC_DATA_FIRST | DYNVC_DATA_FIRST_COMPRESSED => 1 + id_len + field(header >> 2),
+        DYNVC_DATA | DYNVC_DATA_COMPRESSED => 1 + id_len,
+        _ => return 0,
+    };
+    let Some(id) = data.get(9..9 + id_len) else {
+        return 0;
+    };
+    let id = id
+        .iter()
+        .rev()
+        .fold(0u32, |acc, &b| acc << 8 | u32::from(b));
+    if id != dvc {
+        return 0;
+    }
+    u64::from(length).saturating_sub(header_len as u64)
+}
+
 /// A stream that counts the bytes read from it into a shared counter.
 pub struct Counted<S> {
     inner: S,
@@ -264,6 +338,71 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The X.224 frames (TPKT, big-endian length at bytes 2..4) in `bytes`.
+    fn frames(mut bytes: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while bytes.len() >= 4 {
+            let len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+            out.push(&bytes[..len]);
+            bytes = &bytes[len..];
+        }
+        out
+    }
+
+    #[test]
+    fn dvc_payload_bytes_counts_one_channel_across_chunks_and_id_sizes() {
+        use ironrdp_dvc::pdu::{DataFirstPdu, DataPdu, DrdynvcDataPdu};
+        use ironrdp_svc::{SvcMessage, server_encode_svc_messages};
+        const DRDYNVC: u16 = 1004;
+        let wire = |pdus: Vec<DrdynvcDataPdu>, mcs: u16| {
+            let messages = pdus.into_iter().map(SvcMessage::from).collect();
+            server_encode_svc_messages(messages, mcs, 1007).unwrap()
+        };
+        let count = |bytes: &[u8], dvc: u32| -> u64 {
+            frames(bytes)
+                .iter()
+                .map(|f| dvc_payload_bytes(f, DRDYNVC, dvc))
+                .sum()
+        };
+        let first = wire(
+            vec![DrdynvcDataPdu::DataFirst(DataFirstPdu::new(
+                7,
+                1800,
+                vec![1; 1500],
+            ))],
+            DRDYNVC,
+        );
+        assert_eq!(count(&first, 7), 1500);
+        assert_eq!(count(&first, 8), 0, "another dynamic channel");
+        let rest = wire(
+            vec![DrdynvcDataPdu::Data(DataPdu::new(7, vec![2; 300]))],
+            DRDYNVC,
+        );
+        assert_eq!(count(&rest, 7), 300);
+        assert_eq!(
+            count(
+                &wire(
+                    vec![DrdynvcDataPdu::Data(DataPdu::new(7, vec![2; 300]))],
+                    1005
+                ),
+                7
+            ),
+            0,
+            "another static channel"
+        );
+        // A two-byte channel id, and a message the static channel splits into 1600-byte chunks:
+        // counted once, at its first chunk.
+        let big = wire(
+            vec![DrdynvcDataPdu::Data(DataPdu::new(300, vec![3; 5000]))],
+            DRDYNVC,
+        );
+        assert!(frames(&big).len() > 3);
+        assert_eq!(count(&big, 300), 5000);
+        assert_eq!(count(&big, 300 & 0xFF), 0);
+        // Not a PDU at all.
+        assert_eq!(dvc_payload_bytes(&[3, 0, 0, 4], DRDYNVC, 7), 0);
+    }
 
     #[test]
     fn preconnection_pdu_v1_layout() {

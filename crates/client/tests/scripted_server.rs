@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ironrdp_acceptor::{Acceptor, BeginResult, ConnectionSetupHandler, ReceivedCredentials};
@@ -36,29 +35,12 @@ use ironrdp_pdu::surface_commands::{ExtendedBitmapDataPdu, SurfaceBitsPdu, Surfa
 use ironrdp_pdu::x224::X224;
 use ironrdp_tokio::{FramedWrite as _, TokioFramed};
 use rdhost_client::{Client, ClientConfig, Codec, ConnectError, Security, SessionError};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-// A throwaway self-signed P-256 certificate for this test server only.
-const CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIBkTCCATegAwIBAgIULmT3sfBr15Uzh4iDh9BYp0cGKIQwCgYIKoZIzj0EAwIw
-HTEbMBkGA1UEAwwScmRob3N0LWNsaWVudC10ZXN0MCAXDTI2MTEyMjAwMzI1NloY
-DzIxMjYxMDI5MDAzMjU2WjAdMRswGQYDVQQDDBJyZGhvc3QtY2xpZW50LXRlc3Qw
-WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASHvExTsqqTcEffT4SITWqNlGuJjzvK
-iy32zyIOpQRlw3jcTlvNMOx7+EN4wblzsUKkhI/xCAEI4nDGJJ/ovPPHo1MwUTAd
-BgNVHQ4EFgQUdIiHF7Kscco00yLebtuYdo0XVcgwHwYDVR0jBBgwFoAUdIiHF7Ks
-cco00yLebtuYdo0XVcgwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
-AiB6RZvBB8VqVF504hC/Nftq7Apvs/lz7WF1+rFHCu6zYAIhAIEqyyMum+EpXu/8
-OeRu6ASXhR2+LVSkC17vsJaxHJ1k
------END CERTIFICATE-----";
-const KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfMJc9xhc0sLYyiE9
-ueb+cKiCHBpUHxgSUpztd57dSyChRANCAASHvExTsqqTcEffT4SITWqNlGuJjzvK
-iy32zyIOpQRlw3jcTlvNMOx7+EN4wblzsUKkhI/xCAEI4nDGJJ/ovPPH
------END PRIVATE KEY-----";
+mod common;
+use common::tls_acceptor;
 
 const PASSWORD: &str = "right";
 const WIDTH: u16 = 640;
@@ -91,20 +73,6 @@ struct Server {
     addr: SocketAddr,
     seen: mpsc::UnboundedReceiver<Seen>,
     command: mpsc::UnboundedSender<Command>,
-}
-
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn capabilities() -> Vec<CapabilitySet> {

@@ -1,22 +1,16 @@
 //! Encoders: a frame's changed rectangles into fast-path update bytes for one codec profile.
 
-use ironrdp_core::{Encode as _, WriteCursor, encode_vec};
-use ironrdp_graphics::color_conversion::to_64x64_ycbcr_tile;
-use ironrdp_graphics::image_processing::PixelFormat;
+use ironrdp_core::encode_vec;
 use ironrdp_graphics::rdp6::BitmapStreamEncoder;
-use ironrdp_graphics::rfx_encode_component;
 use ironrdp_pdu::bitmap::{BitmapData, BitmapUpdateData, Compression, CompressedDataHeader};
-use ironrdp_pdu::codecs::rfx::{
-    self, Block, ChannelsPdu, CodecChannel, CodecVersionsPdu, ContextPdu, EntropyAlgorithm, FrameBeginPdu,
-    FrameEndPdu, OperatingMode, Quant, RegionPdu, RfxChannel, RfxRectangle, SyncPdu, TileSetPdu,
-};
 use ironrdp_pdu::fast_path::UpdateCode;
 use ironrdp_pdu::geometry::{ExclusiveRectangle, InclusiveRectangle};
 use ironrdp_pdu::surface_commands::{ExtendedBitmapDataPdu, SurfaceBitsPdu, SurfaceCommand};
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
-use rdhost_desktop::{CanvasUpdate, Frame, Rect, Size};
+use rdhost_desktop::{CanvasUpdate, Frame, Rect};
 
 use crate::fastpath::fastpath_updates;
+use crate::rfx::encode_rfx;
 
 /// How a terminal wants its pixels. Terminals with equal profiles can share encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +34,10 @@ pub enum CodecProfile {
     /// 24-bpp pixels with interleaved RLE compression in legacy Bitmap Updates: for clients
     /// whose session is 24 bpp and that cannot take 32 (`xfreerdp /bpp:24`). Lossless.
     Interleaved24,
+    /// H.264 (AVC420) over the graphics pipeline (MS-RDPEGFX), with lossless planar commands for
+    /// small changes and refinement: updates carry [`GfxCommand`](crate::GfxCommand)s, not
+    /// fast-path bytes (see the stage's module docs).
+    Avc420,
 }
 
 impl CodecProfile {
@@ -51,6 +49,7 @@ impl CodecProfile {
             CodecProfile::Uncompressed => "uncompressed",
             CodecProfile::Interleaved16 => "interleaved16",
             CodecProfile::Interleaved24 => "interleaved24",
+            CodecProfile::Avc420 => "avc420",
         }
     }
 
@@ -119,6 +118,10 @@ impl Encoder {
                     CodecProfile::PlanarWithAlpha => planar_bitmap(&band, true, &mut out)?,
                     CodecProfile::Interleaved16 => interleaved_bitmap(&band, Depth::Rgb565, &mut out)?,
                     CodecProfile::Interleaved24 => interleaved_bitmap(&band, Depth::Bgr24, &mut out)?,
+                    // Its updates are EGFX commands, made by the stage (crate::gfx), not fast-path bytes.
+                    CodecProfile::Avc420 => {
+                        return Err(EncodeError::Codec { what: "avc420", detail: "a GFX profile has no fast-path encoding".into() });
+                    }
                     CodecProfile::Uncompressed => {
                         let data = bottom_up(&band);
                         surface_bits(&band, 0, &data, &mut out)?;
@@ -420,101 +423,10 @@ fn interleaved_rle(pixels: &[u32], width: usize, depth: Depth, out: &mut Vec<u8>
     literal(&pixels[pending..], out);
 }
 
-/// Room for one tile's three encoded components (each at most its 4096 raw coefficients).
-const TILE_STORE: usize = 3 * 4096;
-/// Updates with fewer tiles per core than this are encoded on the calling thread.
-const PARALLEL_MIN_TILES: usize = 16;
-
-/// One RemoteFX image-mode message for the rectangle (tiles relative to its top-left corner).
-fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, frame_index: u32) -> Result<Vec<u8>, EncodeError> {
-    let entropy_algorithm = if rlgr3 { EntropyAlgorithm::Rlgr3 } else { EntropyAlgorithm::Rlgr1 };
-    let (width, height) = (usize::from(region.rect.width), usize::from(region.rect.height));
-    let stride = width * BYTES_PER_PIXEL;
-    let quant = Quant::default();
-    let tiles_x = width.div_ceil(64);
-    let tiles_y = height.div_ceil(64);
-
-    // Encoded components live here; tiles borrow from it.
-    let tile_count = tiles_x * tiles_y;
-    let mut store = vec![0u8; tile_count * TILE_STORE];
-    let mut spans = vec![(0u16, 0u16, 0usize, 0usize, 0usize); tile_count];
-    let encode_range = |first: usize, store: &mut [u8], spans: &mut [(u16, u16, usize, usize, usize)]| -> Result<(), EncodeError> {
-        for (i, (chunk, span)) in store.chunks_mut(TILE_STORE).zip(spans.iter_mut()).enumerate() {
-            let index = first + i;
-            let (tx, ty) = (index % tiles_x, index / tiles_x);
-            let (x, y) = (tx * 64, ty * 64);
-            let tw = (width - x).min(64) as u32;
-            let th = (height - y).min(64) as u32;
-            let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
-            let (mut yp, mut cb, mut cr) = ([0i16; 4096], [0i16; 4096], [0i16; 4096]);
-            to_64x64_ycbcr_tile(input, tw, th, stride as u32, PixelFormat::BgrX32, &mut yp, &mut cb, &mut cr)
-                .map_err(|e| EncodeError::Codec { what: "remotefx colour conversion", detail: format!("{e:?}") })?;
-            let (y_out, rest) = chunk.split_at_mut(4096);
-            let (cb_out, cr_out) = rest.split_at_mut(4096);
-            let rlgr = |e| EncodeError::Codec { what: "remotefx entropy coding", detail: format!("{e:?}") };
-            let ly = rfx_encode_component(&mut yp, y_out, &quant, entropy_algorithm).map_err(rlgr)?;
-            let lcb = rfx_encode_component(&mut cb, cb_out, &quant, entropy_algorithm).map_err(rlgr)?;
-            let lcr = rfx_encode_component(&mut cr, cr_out, &quant, entropy_algorithm).map_err(rlgr)?;
-            *span = (tx as u16, ty as u16, ly, lcb, lcr);
-        }
-        Ok(())
-    };
-    // Tiles are independent: a large update is split across the cores (a full 1920x1080 frame
-    // is 510 tiles); small ones (a typed character) are not worth a thread.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tile_count / PARALLEL_MIN_TILES).max(1);
-    if threads == 1 {
-        encode_range(0, &mut store, &mut spans)?;
-    } else {
-        let per = tile_count.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = store
-                .chunks_mut(per * TILE_STORE)
-                .zip(spans.chunks_mut(per))
-                .enumerate()
-                .map(|(n, (store, spans))| scope.spawn(move || encode_range(n * per, store, spans)))
-                .collect();
-            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(EncodeError::Codec { what: "remotefx", detail: "an encoding thread panicked".into() })))
-        })?;
-    }
-    let tiles: Vec<rfx::Tile<'_>> = store
-        .chunks(TILE_STORE)
-        .zip(&spans)
-        .map(|(chunk, &(x, y, ly, lcb, lcr))| rfx::Tile {
-            y_quant_index: 0,
-            cb_quant_index: 0,
-            cr_quant_index: 0,
-            x,
-            y,
-            y_data: &chunk[..ly],
-            cb_data: &chunk[4096..4096 + lcb],
-            cr_data: &chunk[8192..8192 + lcr],
-        })
-        .collect();
-
-    let blocks = [
-        Block::Sync(SyncPdu),
-        Block::CodecChannel(CodecChannel::Context(ContextPdu { flags: OperatingMode::IMAGE_MODE, entropy_algorithm })),
-        Block::Channels(ChannelsPdu(vec![RfxChannel { width: desktop.width as i16, height: desktop.height as i16 }])),
-        Block::CodecVersions(CodecVersionsPdu),
-        Block::CodecChannel(CodecChannel::FrameBegin(FrameBeginPdu { index: frame_index, number_of_regions: 1 })),
-        Block::CodecChannel(CodecChannel::Region(RegionPdu {
-            rectangles: vec![RfxRectangle { x: 0, y: 0, width: region.rect.width, height: region.rect.height }],
-        })),
-        Block::CodecChannel(CodecChannel::TileSet(TileSetPdu { entropy_algorithm, quants: vec![quant], tiles })),
-        Block::CodecChannel(CodecChannel::FrameEnd(FrameEndPdu)),
-    ];
-    let size: usize = blocks.iter().map(|b| b.size()).sum();
-    let mut out = vec![0u8; size];
-    let mut cursor = WriteCursor::new(&mut out);
-    for block in &blocks {
-        block.encode(&mut cursor).map_err(codec_err("remotefx message"))?;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdhost_desktop::Size;
     use ironrdp_core::decode;
     use ironrdp_graphics::rdp6::BitmapStreamDecoder;
     use ironrdp_graphics::rle::{decompress_16_bpp, decompress_24_bpp};

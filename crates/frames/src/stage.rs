@@ -39,6 +39,29 @@
 //!   region wholly outside shows black at the region's size, never the rest of the desktop
 //!   (it was not shared).
 //!
+//! # GFX profiles: H.264 chains, planar for the rest
+//!
+//! A [`CodecProfile::Avc420`] group makes EGFX frames ([`GfxCommand`]s) with one shared H.264
+//! encoder. H.264 pictures form a chain: a feed may be given a shared access unit only if it
+//! was given the previous one of the same encoder, or it is an IDR. So, per shared encode:
+//!
+//! - **Small changes** (typing: at most [`Stage::SMALL_CHANGE`] pixels in all) go as lossless
+//!   `Planar` commands: sharp, tiny, no H.264 encode. The encoder's picture need not follow:
+//!   the next H.264 picture is the whole canvas as it is then, and its rectangles (what the
+//!   client copies out of it) are only what changed since the group's previous update, so the
+//!   planar pixels are not overwritten by lossy ones unless they changed again.
+//! - **Larger changes** are one H.264 picture of the whole screen whose rectangles are the
+//!   change. A new size (and the first encode) starts a new encoder with an IDR.
+//! - **Refinement.** What went lossy is remembered (bounded); once no H.264 picture was made
+//!   for [`Stage::REFINE_AFTER`], the next encode sends all of it as `Planar`, so text ends
+//!   sharp. A feed waiting for changes wakes for this by itself (a timer in [`Feed::next`]).
+//! - **Feeds off the chain.** A feed that skipped an access unit (it fell behind, joined late,
+//!   or saw another size) is never given a P-picture: it gets what the picture changed, with
+//!   everything else it missed, as private `Planar` commands read from the canvas, and asks the
+//!   group for an IDR, which the group makes at most once per [`Stage::KEY_INTERVAL`]; with it
+//!   the feed rejoins the shared stream. Planar updates carry no state: skipping them costs
+//!   only the private planar of what they changed.
+//!
 //! Private encodes use a fresh encoder each time. That is sound for every profile: encoded
 //! updates carry no state from one to the next (RemoteFX image-mode messages repeat their
 //! sync, context and channel blocks; clients do not check the frame index).
@@ -47,6 +70,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{Canvas, CanvasUpdate, Damage, Frame, Rect, Size, Subscription};
@@ -55,6 +79,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::encode::{CodecProfile, EncodeError, Encoder};
+use crate::gfx::{GfxCommand, planar_command};
+use crate::h264::H264Encoder;
 
 /// What terminals must have in common to share encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,14 +230,19 @@ pub struct ProfileStats {
     pub retained_deltas: usize,
 }
 
-/// Fast-path update bytes for one terminal, to be written in order. `size` is the screen size
-/// they were encoded at (the canvas', or its region's, see [`Feed::size`]): when it differs
-/// from the previous update's, the parts repaint the whole screen at that size (a terminal
-/// showing another size reactivates first, then writes them).
+/// What one terminal is to show next. `size` is the screen size it was encoded at (the
+/// canvas', or its region's, see [`Feed::size`]): when it differs from the previous update's,
+/// the update repaints the whole screen at that size (a terminal showing another size
+/// reactivates first, or for GFX resets its surface, then writes it).
+///
+/// For a GFX profile ([`CodecProfile::Avc420`]) an update is one EGFX frame: StartFrame, the
+/// `gfx` commands in order, EndFrame; `parts` is empty. For every other profile `parts` are
+/// fast-path update bytes to write in order and `gfx` is empty.
 #[derive(Debug, Clone)]
 pub struct Update {
     pub size: Size,
     pub parts: Vec<Arc<[u8]>>,
+    pub gfx: Vec<Arc<GfxCommand>>,
 }
 
 /// The stage of one desktop: cheap to clone, shared by every terminal showing the desktop.
@@ -263,6 +294,14 @@ struct GroupState {
     /// The last encodes, oldest first; only the newest keeps its bytes.
     history: VecDeque<Delta>,
     feeds: usize,
+    /// GFX: a feed off the H.264 chain asked for an IDR.
+    key_wanted: bool,
+    /// GFX: when the last IDR was made (IDRs are rate-limited to one per [`Stage::KEY_INTERVAL`]).
+    last_key: Option<Instant>,
+    /// GFX: something went lossy; refine it (as planar) once no H.264 picture followed by then.
+    refine_at: Option<Instant>,
+    /// GFX: the H.264 bit rate feeds asked for (`None`: by screen area).
+    bitrate: Option<u32>,
 }
 
 struct Worker {
@@ -271,6 +310,54 @@ struct Worker {
     /// The view of the last shared encode, `None` before the first: an encode at another view
     /// (the first, or the canvas resized) repaints the whole view.
     view: Option<View>,
+    /// The H.264 side of a GFX profile.
+    gfx: GfxWorker,
+}
+
+/// The shared H.264 encoder of a GFX group and what it sent lossy.
+#[derive(Default)]
+struct GfxWorker {
+    /// `None` before the first picture, after a failure, and at sizes H.264 cannot carry.
+    h264: Option<H264Encoder>,
+    /// A size H.264 cannot carry (too large): everything goes planar, without retrying each time.
+    impossible: Option<Size>,
+    /// Which encoder: bumped for each new one (a chain never spans two).
+    stream: u64,
+    /// The number of the last access unit of `stream`.
+    index: u64,
+    /// What was sent lossy since the last refinement (view coordinates, bounded).
+    lossy: Damage,
+}
+
+/// An H.264 access unit's place in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AvcLink {
+    stream: u64,
+    index: u64,
+    key: bool,
+}
+
+/// What a shared encode produced.
+#[derive(Clone)]
+enum Payload {
+    Bytes(Arc<[u8]>),
+    Gfx(Vec<Arc<GfxCommand>>),
+}
+
+impl Payload {
+    fn into_update(self, size: Size) -> Update {
+        match self {
+            Payload::Bytes(bytes) => Update { size, parts: vec![bytes], gfx: Vec::new() },
+            Payload::Gfx(gfx) => Update { size, parts: Vec::new(), gfx },
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Payload::Bytes(b) => b.is_empty(),
+            Payload::Gfx(c) => c.is_empty(),
+        }
+    }
 }
 
 /// One shared encode.
@@ -281,14 +368,28 @@ struct Delta {
     /// exactly: coverage is judged on them.
     rects: Vec<Rect>,
     /// The encoded bytes while this is the head; `None` once superseded or when encoding failed.
-    bytes: Option<Arc<[u8]>>,
+    bytes: Option<Payload>,
     failed: Option<EncodeError>,
+    /// GFX: the H.264 access unit among `bytes`, if any.
+    avc: Option<AvcLink>,
 }
 
 impl Stage {
     /// At most this many shared encodes are remembered per profile (their rectangles only); a
     /// feed further behind has missed the whole screen.
     pub const HISTORY: usize = 16;
+
+    /// GFX: a change of at most this many pixels in all goes as lossless planar, not H.264.
+    /// Measured (examples/h264_speed.rs): planar of text costs ~3.5 ms and ~55 KiB per 100k
+    /// pixels, an H.264 picture of a 1280x800 terminal ~4-7 ms and ~40 KiB whatever changed.
+    /// 32k pixels (a typed line across 1280 pixels is 20k) stay near 1 ms and 60 KiB.
+    pub const SMALL_CHANGE: u32 = 32 * 1024;
+
+    /// GFX: what went lossy is refined this long after the last H.264 picture.
+    pub const REFINE_AFTER: Duration = Duration::from_millis(150);
+
+    /// GFX: at most one IDR per group this often (feeds off the chain get planar meanwhile).
+    pub const KEY_INTERVAL: Duration = Duration::from_secs(1);
 
     pub fn new(canvas: Arc<Canvas>) -> Stage {
         Stage {
@@ -323,6 +424,7 @@ impl Stage {
             seen,
             missed,
             shown: None,
+            chain: None,
             paused: false,
             hidden: false,
             private: None,
@@ -357,11 +459,26 @@ impl Stage {
 
 impl Group {
     fn new(profile: FeedProfile, canvas: &Arc<Canvas>, totals: &Arc<Counters>) -> Group {
-        let worker = Worker { subscription: canvas.subscribe(), encoder: Encoder::new(profile.codec, profile.max_request_size), view: None };
+        let worker = Worker {
+            subscription: canvas.subscribe(),
+            encoder: Encoder::new(profile.codec, profile.max_request_size),
+            view: None,
+            gfx: GfxWorker::default(),
+        };
         Group {
             profile,
             canvas: Arc::clone(canvas),
-            state: Mutex::new(GroupState { worker: Some(worker), taken: None, head: 0, history: VecDeque::new(), feeds: 0 }),
+            state: Mutex::new(GroupState {
+                worker: Some(worker),
+                taken: None,
+                head: 0,
+                history: VecDeque::new(),
+                feeds: 0,
+                key_wanted: false,
+                last_key: None,
+                refine_at: None,
+                bitrate: None,
+            }),
             done: watch::Sender::new(0),
             counters: Counters::default(),
             totals: Arc::clone(totals),
@@ -369,59 +486,184 @@ impl Group {
     }
 
     /// Take what changed from the subscription, encode it and publish it as the new head.
-    /// Runs on a blocking thread; the caller took `worker` out of the state.
-    fn encode(&self, mut worker: Worker) {
+    /// Runs on a blocking thread; the caller took `worker` out of the state. `refine`: for a
+    /// GFX profile, the time to refine what went lossy has come.
+    fn encode(&self, mut worker: Worker, refine: bool) {
         let generation = *self.canvas.changes().borrow();
-        let align = worker.encoder.x_alignment();
+        let now = Instant::now();
+        let (key, bitrate) = {
+            let state = lock(&self.state);
+            (state.key_wanted && state.last_key.is_none_or(|t| now.duration_since(t) >= Stage::KEY_INTERVAL), state.bitrate)
+        };
         let mut taken: Option<(Size, Vec<Rect>)> = None;
         // A panicking encoder must not take the group down with it: every feed would wait forever.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let frame = worker.subscription.take_aligned(align)?;
-            let view = View::new(frame.size, self.profile.region);
-            let whole = worker.view != Some(view);
-            let regions = view_updates(view, frame.regions, whole, align, &self.canvas);
-            // Damage only outside the region: nothing to encode, nothing to publish.
-            if regions.is_empty() {
-                return None;
-            }
-            if whole && view.dark {
-                warn!(region = ?self.profile.region, canvas = ?frame.size, "the shared region lies outside the desktop; its viewers see black");
-            }
-            worker.view = Some(view);
-            taken = Some((view.size(), regions.iter().map(|r| r.rect).collect()));
-            Some(worker.encoder.encode(&Frame { size: view.size(), resized: whole, regions }))
+        let outcome = catch_unwind(AssertUnwindSafe(|| match self.profile.codec {
+            CodecProfile::Avc420 => self.gfx_frame(&mut worker, GfxAsk { refine, key, bitrate }, &mut taken),
+            _ => self.fastpath_frame(&mut worker, &mut taken).map(|r| r.map(|bytes| (Payload::Bytes(Arc::from(bytes)), None))),
         }));
         let outcome = outcome.unwrap_or_else(|_| {
             worker.encoder = Encoder::new(self.profile.codec, self.profile.max_request_size);
             worker.view = None;
+            worker.gfx.h264 = None;
             Some(Err(EncodeError::Codec { what: "shared frame", detail: "the encoder panicked".into() }))
         });
         let mut state = lock(&self.state);
-        state.worker = Some(worker);
         state.taken = Some(state.taken.map_or(generation, |t| t.max(generation)));
         if let (Some((size, rects)), Some(outcome)) = (taken, outcome) {
             if let Some(previous) = state.history.back_mut() {
                 previous.bytes = None;
             }
             state.head += 1;
-            let (bytes, failed) = match outcome {
-                Ok(bytes) => (Some(Arc::from(bytes)), None),
+            let (bytes, failed, avc) = match outcome {
+                Ok((bytes, avc)) => (Some(bytes), None, avc),
                 Err(e) => {
                     warn!(profile = self.profile.codec.name(), error = %e, "shared encode failed; its damage is dropped");
-                    (None, Some(e))
+                    (None, Some(e), None)
                 }
             };
+            if let Some(link) = avc {
+                if link.key {
+                    state.last_key = Some(now);
+                    state.key_wanted = false;
+                }
+                state.refine_at = Some(now + Stage::REFINE_AFTER);
+            }
             let seq = state.head;
-            state.history.push_back(Delta { seq, size, rects, bytes, failed });
+            state.history.push_back(Delta { seq, size, rects, bytes, failed, avc });
             while state.history.len() > Stage::HISTORY {
                 state.history.pop_front();
             }
             self.counters.count_shared();
             self.totals.count_shared();
         }
+        if worker.gfx.lossy.is_empty() {
+            state.refine_at = None;
+        }
+        state.worker = Some(worker);
         drop(state);
         self.done.send_modify(|n| *n = n.wrapping_add(1));
     }
+
+    /// A fast-path profile's shared encode: the damage, encoded by the profile's encoder.
+    fn fastpath_frame(&self, worker: &mut Worker, taken: &mut Option<(Size, Vec<Rect>)>) -> Option<Result<Vec<u8>, EncodeError>> {
+        let align = worker.encoder.x_alignment();
+        let frame = worker.subscription.take_aligned(align)?;
+        let view = View::new(frame.size, self.profile.region);
+        let whole = worker.view != Some(view);
+        let regions = view_updates(view, frame.regions, whole, align, &self.canvas);
+        // Damage only outside the region: nothing to encode, nothing to publish.
+        if regions.is_empty() {
+            return None;
+        }
+        if whole && view.dark {
+            warn!(region = ?self.profile.region, canvas = ?frame.size, "the shared region lies outside the desktop; its viewers see black");
+        }
+        worker.view = Some(view);
+        *taken = Some((view.size(), regions.iter().map(|r| r.rect).collect()));
+        Some(worker.encoder.encode(&Frame { size: view.size(), resized: whole, regions }))
+    }
+
+    /// A GFX profile's shared encode (see the module docs): small changes and refinements as
+    /// planar, the rest as one H.264 picture of the whole screen.
+    fn gfx_frame(&self, worker: &mut Worker, ask: GfxAsk, taken: &mut Option<(Size, Vec<Rect>)>) -> Option<Result<(Payload, Option<AvcLink>), EncodeError>> {
+        let frame = worker.subscription.take_aligned(1);
+        let view = View::new(frame.as_ref().map_or_else(|| self.canvas.size(), |f| f.size), self.profile.region);
+        let whole = worker.view != Some(view);
+        let gfx = &mut worker.gfx;
+        let mut regions = match frame {
+            Some(frame) => view_updates(view, frame.regions, whole, 1, &self.canvas),
+            // A new view always comes with damage (a resize repaints): wait for it.
+            None if whole => return None,
+            None => Vec::new(),
+        };
+        let refine = ask.refine && !whole && !gfx.lossy.is_empty();
+        if regions.is_empty() && !refine {
+            return None;
+        }
+        if whole {
+            if view.dark {
+                warn!(region = ?self.profile.region, "the shared region lies outside the desktop; its viewers see black");
+            }
+            gfx.h264 = None;
+            gfx.impossible = None;
+            gfx.lossy.clear();
+        }
+        worker.view = Some(view);
+        let size = view.size();
+        let area: u64 = regions.iter().map(|r| u64::from(r.rect.area())).sum();
+        if (!whole && area <= u64::from(Stage::SMALL_CHANGE)) || gfx.impossible == Some(size) {
+            if refine || gfx.impossible == Some(size) {
+                // After the change itself: these pixels are read later, so they are newer.
+                for rect in gfx.lossy.take() {
+                    if let Some(pixels) = view.pixels(rect, &mut [], &self.canvas) {
+                        regions.push(CanvasUpdate { rect, pixels });
+                    }
+                }
+            }
+            return planar_frame(regions, size, taken);
+        }
+        let rects: Vec<Rect> = if whole { vec![size.rect()] } else { regions.iter().map(|r| r.rect).collect() };
+        // The whole screen as it is now (the damage's own pixels when they are all of it).
+        let picture = view.pixels(size.rect(), &mut regions, &self.canvas)?;
+        if gfx.h264.as_ref().is_none_or(|e| e.size() != size) {
+            match H264Encoder::new(size) {
+                Ok(encoder) => {
+                    gfx.h264 = Some(encoder);
+                    gfx.stream += 1;
+                    gfx.index = 0;
+                }
+                Err(e) => {
+                    warn!(?size, error = %e, "no H.264 at this size; its updates go planar");
+                    gfx.impossible = Some(size);
+                    gfx.h264 = None;
+                    return planar_frame(vec![CanvasUpdate { rect: size.rect(), pixels: picture }], size, taken);
+                }
+            }
+        }
+        let encoder = gfx.h264.as_mut()?;
+        if let Err(e) = encoder.set_bitrate(ask.bitrate.unwrap_or_else(|| H264Encoder::default_bitrate(size))) {
+            warn!(error = %e, "the H.264 bit rate stays as it was");
+        }
+        if ask.key {
+            encoder.request_key_frame();
+        }
+        *taken = Some((size, rects.clone()));
+        match encoder.encode(&picture) {
+            Ok(unit) => {
+                gfx.index += 1;
+                for &rect in &rects {
+                    gfx.lossy.add(rect);
+                }
+                let link = AvcLink { stream: gfx.stream, index: gfx.index, key: unit.key };
+                let command = GfxCommand::Avc420 { annexb: unit.annexb, rects, qp: unit.qp, key: unit.key };
+                Some(Ok((Payload::Gfx(vec![Arc::new(command)]), Some(link))))
+            }
+            Err(e) => {
+                // OpenH264's state is unknown after a failure: the next picture starts a new stream.
+                gfx.h264 = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// What a GFX encode was asked for, decided under the group's lock.
+#[derive(Debug, Clone, Copy)]
+struct GfxAsk {
+    refine: bool,
+    /// A feed asked for an IDR and the rate limit allows one.
+    key: bool,
+    bitrate: Option<u32>,
+}
+
+/// `regions` as planar commands (one each), published at `size`.
+fn planar_frame(regions: Vec<CanvasUpdate>, size: Size, taken: &mut Option<(Size, Vec<Rect>)>) -> Option<Result<(Payload, Option<AvcLink>), EncodeError>> {
+    if regions.is_empty() {
+        return None;
+    }
+    *taken = Some((size, regions.iter().map(|r| r.rect).collect()));
+    let commands: Result<Vec<_>, _> = regions.iter().map(|r| planar_command(r).map(Arc::new)).collect();
+    Some(commands.map(|c| (Payload::Gfx(c), None)))
 }
 
 /// What a shared encode sends, in the view's coordinates: the damage `taken` from the canvas
@@ -457,6 +699,8 @@ pub struct Feed {
     missed: Damage,
     /// The size of the last update given, `None` before the first.
     shown: Option<Size>,
+    /// GFX: the last H.264 access unit given; the next may be given only if it follows it.
+    chain: Option<AvcLink>,
     paused: bool,
     /// Shown nothing at all, whatever `paused` says (a sharing attendee at control level none):
     /// the terminal pauses and resumes for its own reasons, this stays.
@@ -472,11 +716,13 @@ enum Step {
     Send(Update),
     Fail(EncodeError),
     Private(PrivateJob),
-    Encode(Worker),
+    /// Start the group's encode; `true`: a GFX refinement is due.
+    Encode(Worker, bool),
     /// Nothing to send after all (an empty encode): look again.
     Again,
     WaitEncode,
-    WaitChange,
+    /// Wait for a change, or until the given time (a GFX refinement).
+    WaitChange(Option<Instant>),
 }
 
 impl Feed {
@@ -503,6 +749,9 @@ impl Feed {
     /// was lost; the feed has moved past it and the next call goes on.
     ///
     /// While paused this never resolves: guard it in a `select!` with the paused flag.
+    ///
+    /// For a GFX profile a waiting feed also wakes when a refinement is due (see the module
+    /// docs) and starts it, so a quiet screen ends lossless without a thread per group.
     pub async fn next(&mut self) -> Result<Update, EncodeError> {
         if self.paused || self.hidden {
             std::future::pending::<()>().await;
@@ -532,10 +781,10 @@ impl Feed {
                 }
                 Step::Fail(e) => return Err(e),
                 Step::Private(job) => self.private = Some(tokio::task::spawn_blocking(move || job.run())),
-                Step::Encode(worker) => {
+                Step::Encode(worker, refine) => {
                     let group = Arc::clone(&self.group);
                     // Detached: the encode publishes into the group itself.
-                    drop(tokio::task::spawn_blocking(move || group.encode(worker)));
+                    drop(tokio::task::spawn_blocking(move || group.encode(worker, refine)));
                 }
                 Step::Again => {}
                 // The watches' senders live in the group and the canvas, which this feed keeps
@@ -543,10 +792,17 @@ impl Feed {
                 Step::WaitEncode => {
                     let _ = self.done.changed().await;
                 }
-                Step::WaitChange => {
+                Step::WaitChange(None) => {
                     tokio::select! {
                         _ = self.done.changed() => {}
                         _ = self.changes.changed() => {}
+                    }
+                }
+                Step::WaitChange(Some(at)) => {
+                    tokio::select! {
+                        _ = self.done.changed() => {}
+                        _ = self.changes.changed() => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
                     }
                 }
             }
@@ -568,15 +824,38 @@ impl Feed {
         self.paused = paused;
     }
 
+    /// GFX: the terminal's H.264 decoder starts afresh (a new surface, a reset graphics
+    /// pipeline): the whole screen is owed, and no H.264 picture is given before an IDR
+    /// (planar meanwhile; the group is asked for one).
+    pub fn restart_stream(&mut self) {
+        self.chain = None;
+        self.missed.add(self.size().rect());
+    }
+
+    /// GFX: the bit rate the profile's shared H.264 encoder aims at from its next picture
+    /// (`None`: by screen area, [`H264Encoder::default_bitrate`]). Shared by every feed of the
+    /// profile: the last call wins.
+    pub fn set_bitrate(&self, bps: Option<u32>) {
+        lock(&self.group.state).bitrate = bps;
+    }
+
     /// A hidden feed is a paused one that the terminal's own pausing and resuming (Suppress
     /// Output, a sharing pause) cannot resume: it never yields an update.
     pub fn set_hidden(&mut self, hidden: bool) {
         self.hidden = hidden;
     }
 
+    /// Whether [`set_hidden`](Self::set_hidden) hid this feed: a terminal that replaces its feed
+    /// (another codec for the same view) hides the new one too.
+    pub fn is_hidden(&self) -> bool {
+        self.hidden
+    }
+
     /// Decide what to do next, under the group's lock; never waits.
     fn step(&mut self, generation: u64) -> Step {
-        let mut state = lock(&self.group.state);
+        let mut guard = lock(&self.group.state);
+        // Fields borrowed apart: the head is read while a key frame is asked for.
+        let state = &mut *guard;
         if self.seen < state.head {
             let Some(head) = state.history.back() else {
                 self.seen = state.head;
@@ -596,7 +875,18 @@ impl Feed {
                 self.missed.add(head.size.rect());
             }
             self.seen = head.seq;
-            let covering: &[Rect] = if head.failed.is_some() { &[] } else { &head.rects };
+            // An H.264 picture this feed cannot decode (it missed the one before) is not given:
+            // what it changed is owed as planar, and the group is asked for an IDR.
+            let decodable = head.avc.is_none_or(|link| {
+                link.key || self.chain.is_some_and(|c| c.stream == link.stream && c.index + 1 == link.index)
+            });
+            if !decodable && head.failed.is_none() {
+                for &rect in &head.rects {
+                    self.missed.add(rect);
+                }
+                state.key_wanted = true;
+            }
+            let covering: &[Rect] = if head.failed.is_some() || !decodable { &[] } else { &head.rects };
             let bounds = head.size.rect();
             let uncovered: Vec<Rect> = self
                 .missed
@@ -612,10 +902,15 @@ impl Feed {
                 }
                 return Step::Fail(clone_error(e));
             }
-            let bytes = head.bytes.clone().filter(|b| !b.is_empty());
+            let bytes = head.bytes.clone().filter(|b| !b.is_empty() && decodable);
+            if bytes.is_some()
+                && let Some(link) = head.avc
+            {
+                self.chain = Some(link);
+            }
             if uncovered.is_empty() {
                 return match bytes {
-                    Some(bytes) => Step::Send(Update { size: head.size, parts: vec![bytes] }),
+                    Some(bytes) => Step::Send(bytes.into_update(head.size)),
                     None => Step::Again,
                 };
             }
@@ -636,12 +931,14 @@ impl Feed {
                 prefix: None,
             });
         }
+        let refine_due = state.refine_at.is_some_and(|at| Instant::now() >= at);
         match state.worker.take() {
             None => Step::WaitEncode,
-            Some(worker) if state.taken.is_none_or(|taken| generation > taken) => Step::Encode(worker),
+            Some(worker) if state.taken.is_none_or(|taken| generation > taken) => Step::Encode(worker, refine_due),
+            Some(worker) if refine_due => Step::Encode(worker, true),
             Some(worker) => {
                 state.worker = Some(worker);
-                Step::WaitChange
+                Step::WaitChange(state.refine_at)
             }
         }
     }
@@ -670,7 +967,7 @@ struct PrivateJob {
     /// The size of the feed's last update: if the new one differs it must repaint everything.
     shown: Option<Size>,
     rects: Vec<Rect>,
-    prefix: Option<Arc<[u8]>>,
+    prefix: Option<Payload>,
 }
 
 impl PrivateJob {
@@ -683,7 +980,13 @@ impl PrivateJob {
         let target = self.size.unwrap_or(view.size());
         let whole = self.shown != Some(target);
         let rects = if whole { vec![target.rect()] } else { self.rects };
-        let mut parts: Vec<Arc<[u8]>> = self.prefix.into_iter().collect();
+        if profile.codec == CodecProfile::Avc420 {
+            return self.group.private_gfx(view, target, whole, &rects, self.prefix);
+        }
+        let mut parts: Vec<Arc<[u8]>> = match self.prefix {
+            Some(Payload::Bytes(bytes)) => vec![bytes],
+            _ => Vec::new(),
+        };
         let mut encoder = Encoder::new(profile.codec, profile.max_request_size);
         let align = encoder.x_alignment();
         let regions = (view.size() == target).then(|| {
@@ -715,7 +1018,44 @@ impl PrivateJob {
             None if whole => return Ok(None),
             None => {}
         }
-        Ok((!parts.is_empty()).then_some(Update { size: target, parts }))
+        Ok((!parts.is_empty()).then_some(Update { size: target, parts, gfx: Vec::new() }))
+    }
+}
+
+impl Group {
+    /// A GFX feed's private update: the shared commands it is given (if any), then `rects` as
+    /// planar commands read from the canvas now.
+    fn private_gfx(&self, view: View, target: Size, whole: bool, rects: &[Rect], prefix: Option<Payload>) -> Result<Option<Update>, EncodeError> {
+        let canvas = &self.canvas;
+        let mut gfx = match prefix {
+            Some(Payload::Gfx(commands)) => commands,
+            _ => Vec::new(),
+        };
+        let regions = (view.size() == target).then(|| {
+            rects
+                .iter()
+                .map(|&rect| rect.intersect(target.rect()))
+                .filter(|rect| !rect.is_empty())
+                .filter_map(|rect| view.pixels(rect, &mut [], canvas).map(|pixels| CanvasUpdate { rect, pixels }))
+                .collect::<Vec<_>>()
+        });
+        match regions.filter(|_| View::new(canvas.size(), self.profile.region) == view) {
+            Some(regions) if !regions.is_empty() => {
+                self.counters.count_private();
+                self.totals.count_private();
+                let planar: Result<Vec<_>, _> = regions.iter().map(|r| planar_command(r).map(Arc::new)).collect();
+                match planar {
+                    Ok(planar) => gfx.extend(planar),
+                    // An H.264 picture given must reach the terminal, or its chain breaks.
+                    Err(e) if gfx.is_empty() => return Err(e),
+                    Err(e) => warn!(error = %e, "private planar failed; the shared part goes alone"),
+                }
+            }
+            Some(_) => {}
+            None if whole && gfx.is_empty() => return Ok(None),
+            None => {}
+        }
+        Ok((!gfx.is_empty()).then_some(Update { size: target, parts: Vec::new(), gfx }))
     }
 }
 

@@ -530,7 +530,7 @@ pub fn build(
     users_file: PathBuf,
     policy: RunAsPolicy,
 ) -> Arc<dyn Authenticator> {
-    build_with(kind, users_file, policy, pam::system())
+    build_with(kind, users_file, policy, pam::system(), PAM_SERVICE)
 }
 
 fn build_with(
@@ -538,13 +538,14 @@ fn build_with(
     users_file: PathBuf,
     policy: RunAsPolicy,
     library: Result<Arc<pam::Library>, pam::LoadError>,
+    service: &str,
 ) -> Arc<dyn Authenticator> {
     match kind {
         AuthBackendKind::UsersFile => Arc::new(UsersFileAuth::new(users_file, policy)),
-        AuthBackendKind::Pam => Arc::new(PamAuth::with_library(PAM_SERVICE, policy, library)),
+        AuthBackendKind::Pam => Arc::new(PamAuth::with_library(service, policy, library)),
         AuthBackendKind::Auto => Arc::new(AutoAuth::new(
             UsersFileAuth::new(users_file, policy),
-            PamAuth::with_library(PAM_SERVICE, policy, library),
+            PamAuth::with_library(service, policy, library),
         )),
     }
 }
@@ -554,20 +555,34 @@ fn build_with(
 /// as root or cannot log on at all, are logged as warnings.
 pub fn build_for_serve(
     kind: AuthBackendKind,
+    pam_service: &str,
     users_file: PathBuf,
     policy: RunAsPolicy,
 ) -> anyhow::Result<Arc<dyn Authenticator>> {
-    let (authenticator, warnings) =
-        build_checked(kind, users_file, policy, pam::system()).map_err(anyhow::Error::msg)?;
+    // Only installing libpam or changing `auth` helps: a configuration error (no restarts).
+    let (authenticator, warnings) = build_checked_for(kind, pam_service, users_file, policy, pam::system())
+        .map_err(|message| crate::config::ConfigError::Unusable { key: "auth", message })?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }
     Ok(authenticator)
 }
 
-/// [`build_for_serve`] with the libpam to use, returning the warnings instead of logging them.
+/// [`build_for_serve`] with the libpam to use and the default PAM service, returning the
+/// warnings instead of logging them.
 pub fn build_checked(
     kind: AuthBackendKind,
+    users_file: PathBuf,
+    policy: RunAsPolicy,
+    library: Result<Arc<pam::Library>, pam::LoadError>,
+) -> Result<(Arc<dyn Authenticator>, Vec<String>), String> {
+    build_checked_for(kind, PAM_SERVICE, users_file, policy, library)
+}
+
+/// [`build_checked`] for PAM service `service`.
+pub fn build_checked_for(
+    kind: AuthBackendKind,
+    service: &str,
     users_file: PathBuf,
     policy: RunAsPolicy,
     library: Result<Arc<pam::Library>, pam::LoadError>,
@@ -589,7 +604,7 @@ pub fn build_checked(
     if kind != AuthBackendKind::Pam && policy == RunAsPolicy::Root {
         warnings.extend(root_account_warnings(&users_file));
     }
-    Ok((build_with(kind, users_file, policy, library), warnings))
+    Ok((build_with(kind, users_file, policy, library, service), warnings))
 }
 
 /// As root: one line for each users-file account whose sessions would run as root, or that

@@ -77,11 +77,15 @@ pub enum AuthBackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CodecChoice {
-    /// RemoteFX when the client decodes it, else lossless planar bitmaps.
+    /// H.264 (AVC420) over the graphics pipeline when the client offers it, else RemoteFX when
+    /// the client decodes it, else lossless planar bitmaps.
     #[default]
     Auto,
-    /// Lossless planar bitmaps even when RemoteFX is offered (sharpest text, more bytes for photos).
+    /// Lossless planar bitmaps even when H.264 or RemoteFX is offered (sharpest text, more bytes
+    /// for photos and motion).
     Lossless,
+    /// As auto without H.264: RemoteFX when the client decodes it, else lossless planar.
+    NoH264,
 }
 
 /// A config value read with its type's `FromStr` (for types of other crates, which know no serde).
@@ -144,6 +148,10 @@ pub struct Settings {
     pub desktop: Option<DesktopKind>,
     pub security: Option<SecurityMode>,
     pub auth: Option<AuthBackendKind>,
+    /// The PAM service of logons and sessions (`/etc/pam.d/<name>`).
+    pub pam_service: Option<String>,
+    /// As root: open a PAM session for every session.
+    pub pam_session: Option<bool>,
     pub single_session_per_user: Option<bool>,
     pub max_sessions: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
@@ -154,6 +162,8 @@ pub struct Settings {
     pub session_command: Option<String>,
     pub display: Option<String>,
     pub xauthority: Option<PathBuf>,
+    /// X desktops: the PRIMARY selection is part of the clipboard too.
+    pub clipboard_primary: Option<bool>,
     pub log: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub admin_group: Option<String>,
@@ -197,6 +207,8 @@ impl Settings {
             desktop: self.desktop.or(lower.desktop),
             security: self.security.or(lower.security),
             auth: self.auth.or(lower.auth),
+            pam_service: self.pam_service.or(lower.pam_service),
+            pam_session: self.pam_session.or(lower.pam_session),
             single_session_per_user: self
                 .single_session_per_user
                 .or(lower.single_session_per_user),
@@ -209,6 +221,7 @@ impl Settings {
             session_command: self.session_command.or(lower.session_command),
             display: self.display.or(lower.display),
             xauthority: self.xauthority.or(lower.xauthority),
+            clipboard_primary: self.clipboard_primary.or(lower.clipboard_primary),
             log: self.log.or(lower.log),
             control_socket: self.control_socket.or(lower.control_socket),
             admin_group: self.admin_group.or(lower.admin_group),
@@ -234,6 +247,21 @@ pub enum ConfigError {
         "cannot work out a default state directory (no $XDG_STATE_HOME or $HOME); pass --state-dir DIR"
     )]
     NoStateDir,
+    /// A valid setting that cannot work on this machine (the X server it names is not
+    /// installed, PAM is missing for `auth = "pam"`): starting again will not help either.
+    #[error("`{key}` cannot work here: {message}")]
+    Unusable { key: &'static str, message: String },
+}
+
+/// The exit status of `rdhost serve` for a configuration it cannot run with: sysexits.h's
+/// EX_CONFIG. The unit's `RestartPreventExitStatus=` names it, so systemd does not restart the
+/// host every few seconds over a typo that only an administrator can fix.
+pub const EX_CONFIG: u8 = 78;
+
+/// Whether `error` (or anything it wraps) is a [`ConfigError`]: the host stops with
+/// [`EX_CONFIG`] then, not with the status of errors a restart may cure.
+pub fn is_config_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<ConfigError>())
 }
 
 /// Everything `rdhost serve` needs to run, after precedence and validation.
@@ -244,6 +272,12 @@ pub struct ServeConfig {
     pub desktop: DesktopKind,
     pub security: SecurityMode,
     pub auth: AuthBackendKind,
+    /// The PAM service (`/etc/pam.d/<name>`) that checks system users' passwords and opens
+    /// sessions' PAM sessions.
+    pub pam_service: String,
+    /// As root: every session of a system account gets a PAM session (pam_systemd, pam_limits,
+    /// pam_env, ...), opened before its desktop starts and closed when it ends.
+    pub pam_session: bool,
     pub single_session_per_user: bool,
     pub max_sessions: Option<usize>,
     pub handshake_timeout_secs: u64,
@@ -258,6 +292,9 @@ pub struct ServeConfig {
     pub session_command: String,
     /// display: the existing X display and its Xauthority file.
     pub display: Option<ExistingDisplay>,
+    /// X desktops: PRIMARY (the mouse selection, pasted by a middle click) follows the clipboard
+    /// both ways, as well as CLIPBOARD.
+    pub clipboard_primary: bool,
     /// A tracing filter (`info`, `rdhost=debug,info`, …).
     pub log: String,
     /// The control API's Unix socket.
@@ -276,6 +313,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_FONT_PX: f32 = 16.0;
 pub const DEFAULT_SIZE: (u16, u16) = (1024, 768);
 pub const DEFAULT_LOG: &str = "info";
+pub const DEFAULT_PAM_SERVICE: &str = "rdhost";
 /// Debian's alternatives: whichever terminal and window manager are installed.
 pub const DEFAULT_SESSION_COMMAND: &str = "x-terminal-emulator & exec x-window-manager";
 
@@ -335,6 +373,14 @@ impl ServeConfig {
                 format!("{log:?} is not a log filter ({e}); e.g. info, debug, rdhost=debug,warn"),
             )
         })?;
+        let pam_service = s.pam_service.unwrap_or_else(|| DEFAULT_PAM_SERVICE.to_owned());
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "._-+".contains(c);
+        if pam_service.is_empty() || pam_service.starts_with('.') || !pam_service.chars().all(name_ok) {
+            return Err(invalid(
+                "pam_service",
+                format!("{pam_service:?} is not a PAM service name (a file name in /etc/pam.d: letters, digits, . _ - +)"),
+            ));
+        }
         let desktop = s.desktop.unwrap_or(DesktopKind::Terminal);
         let session_command = s.session_command.unwrap_or_else(|| DEFAULT_SESSION_COMMAND.to_owned());
         if session_command.trim().is_empty() {
@@ -387,6 +433,8 @@ impl ServeConfig {
             desktop,
             security: s.security.unwrap_or_default(),
             auth: s.auth.unwrap_or_default(),
+            pam_service,
+            pam_session: s.pam_session.unwrap_or(true),
             single_session_per_user: s.single_session_per_user.unwrap_or(true),
             max_sessions: s.max_sessions,
             handshake_timeout_secs,
@@ -396,6 +444,7 @@ impl ServeConfig {
             x_server: s.x_server.unwrap_or_default(),
             session_command,
             display,
+            clipboard_primary: s.clipboard_primary.unwrap_or(true),
             log,
         })
     }
@@ -446,18 +495,32 @@ unknown keys are errors):
   display = \":0\"                   display: the X display to show [default: $DISPLAY]. --display
   xauthority = \"/home/me/.Xauthority\"
                                    display: its cookie file [default: $XAUTHORITY].  --xauthority
+  clipboard_primary = true         x11, display: the X PRIMARY selection (select with
+                                   the mouse, paste with a middle click) is part of
+                                   the clipboard: a client's copy is pasted by either,
+                                   selecting text in the session copies it to the
+                                   client. false: CLIPBOARD (Ctrl+C/Ctrl+V) only.
   security = \"negotiate\"           negotiate | tls | nla. nla needs users-file
                                    accounts added with --nt-hash.                     --security
   auth = \"auto\"                    auto (users file if it has users, else PAM)
                                    | users-file | pam.                                --auth
+  pam_service = \"rdhost\"          The PAM service (/etc/pam.d/NAME) that checks system
+                                   users' passwords and opens sessions' PAM sessions.
+  pam_session = true               As root: each session of a system account opens a
+                                   PAM session (pam_systemd's logind session, pam_env,
+                                   pam_limits ...) before its desktop starts and
+                                   closes it at logoff; its environment reaches the
+                                   session's programs.
   single_session_per_user = true   A user logging on again takes over their running
                                    session instead of getting a second one.
   max_sessions = 50                Limit on concurrent sessions (default: none).      --max-sessions
   handshake_timeout_secs = 10      Drop connections that have not finished the RDP
                                    handshake (including logon) in time.
   font_px = 16.0                   Terminal desktop font size in pixels.
-  codec = \"auto\"                   auto (RemoteFX when the client offers it, else
-                                   lossless planar) | lossless (always planar).
+  codec = \"auto\"                   auto (H.264 over the graphics pipeline when the
+                                   client offers it, else RemoteFX, else lossless
+                                   planar) | no-h264 (RemoteFX, else planar)
+                                   | lossless (always planar).
   default_size = \"1024x768\"        Desktop size when the client asks for none.
   log = \"info\"                     Log filter: error | warn | info | debug | trace,
                                    or per module: \"rdhost=debug,info\".                --log
@@ -499,6 +562,8 @@ mod tests {
                 desktop: DesktopKind::Terminal,
                 security: SecurityMode::Negotiate,
                 auth: AuthBackendKind::Auto,
+                pam_service: "rdhost".into(),
+                pam_session: true,
                 single_session_per_user: true,
                 max_sessions: None,
                 handshake_timeout_secs: 10,
@@ -508,6 +573,7 @@ mod tests {
                 x_server: XServerChoice::Auto,
                 session_command: DEFAULT_SESSION_COMMAND.into(),
                 display: None,
+                clipboard_primary: true,
                 log: "info".into(),
                 control_socket: c.control_socket.clone(),
                 admin_group: None,
@@ -679,6 +745,21 @@ mod tests {
         let s = parse("desktop = \"x11\"\nx_server = \"xvfb\"\nsession_command = \"xterm\"\n").unwrap();
         let c = ServeConfig::from_settings(s, defaults()).unwrap();
         assert_eq!((c.desktop, c.x_server, c.session_command.as_str(), c.display), (DesktopKind::X11, XServerChoice::Xvfb, "xterm", None));
+        assert!(c.clipboard_primary, "PRIMARY is followed unless switched off");
+        let c = ServeConfig::from_settings(parse("clipboard_primary = false").unwrap(), defaults()).unwrap();
+        assert!(!c.clipboard_primary);
+        assert!(parse("clipboard_primary = \"yes\"").is_err(), "a boolean");
+    }
+
+    #[test]
+    fn pam_keys() {
+        let c = ServeConfig::from_settings(parse("pam_service = \"rdhost-test\"\npam_session = false").unwrap(), defaults()).unwrap();
+        assert_eq!((c.pam_service.as_str(), c.pam_session), ("rdhost-test", false));
+        for bad in ["", "../shadow", "a b", ".hidden"] {
+            let s = Settings { pam_service: Some(bad.into()), ..Default::default() };
+            let err = ServeConfig::from_settings(s, defaults()).unwrap_err().to_string();
+            assert!(err.contains("`pam_service`"), "{bad:?}: {err}");
+        }
 
         let s = parse("desktop = \"display\"\ndisplay = \":3.0\"\nxauthority = \"/run/x/auth\"\n").unwrap();
         let c = ServeConfig::from_settings(s, defaults()).unwrap();
@@ -731,6 +812,8 @@ mod tests {
             "desktop",
             "security",
             "auth",
+            "pam_service",
+            "pam_session",
             "single_session_per_user",
             "max_sessions",
             "handshake_timeout_secs",
@@ -741,6 +824,7 @@ mod tests {
             "session_command",
             "display",
             "xauthority",
+            "clipboard_primary",
             "log",
             "control_socket",
             "admin_group",
@@ -764,7 +848,8 @@ mod tests {
             "desktop" => "\"terminal\"",
             "security" => "\"tls\"",
             "auth" => "\"pam\"",
-            "single_session_per_user" => "true",
+            "single_session_per_user" | "clipboard_primary" | "pam_session" => "true",
+            "pam_service" => "\"login\"",
             "max_sessions" | "handshake_timeout_secs" => "3",
             "font_px" => "12.0",
             "codec" => "\"lossless\"",

@@ -3,17 +3,40 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use rdhost::cli::{Cli, Command};
-use rdhost::config::ServeConfig;
+use rdhost::config::{EX_CONFIG, ServeConfig, is_config_error};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The host's helper that holds one session's PAM session (see `rdhost::pam`).
+    if std::env::args_os().nth(1).is_some_and(|a| a == rdhost::pam::SESSION_HELPER_ARG) {
+        return rdhost::pam::session_helper_main();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad flag of `serve` is a configuration error like a bad key in its file: a service
+        // manager must not restart it (see EX_CONFIG). Other commands keep clap's usage status.
+        Err(e) if e.use_stderr() && invoked_subcommand().as_deref() == Some("serve") => {
+            let _ = e.print();
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
+        Err(e) if is_config_error(&e) => {
+            eprintln!("rdhost: error: {e:#}");
+            eprintln!("rdhost: the configuration must be fixed before the host can start (exit status {EX_CONFIG}, EX_CONFIG)");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("rdhost: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first argument that is not an option: the subcommand, when the command line has one.
+fn invoked_subcommand() -> Option<String> {
+    std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).find(|a| !a.starts_with('-'))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,15 @@
 //! One transaction ([`Library::authenticate`]) is `pam_start`, `pam_authenticate`,
 //! `pam_acct_mgmt`, `pam_get_item(PAM_USER)`, `pam_end`. The conversation answers the password
 //! to prompts without echo and the user name to prompts with echo; nothing else.
+//!
+//! A session's PAM session ([`Library::open_session`]: `pam_setcred(PAM_ESTABLISH_CRED)`,
+//! `pam_open_session`, `pam_getenvlist`; at its end `pam_close_session`,
+//! `pam_setcred(PAM_DELETE_CRED)`, `pam_end`) is held by a helper process of its own
+//! ([`session_helper_main`], `rdhost` run with [`SESSION_HELPER_ARG`]): pam_systemd registers
+//! the process that opens the session as the logind session's leader and moves it into the
+//! session's scope, and pam_limits, pam_keyinit, pam_loginuid change that process. Done in the
+//! host, every session would move the host itself. One process per session also keeps each PAM
+//! handle on one thread, and the session is closed when the host goes away (its pipe ends).
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::{Arc, OnceLock};
@@ -24,6 +33,10 @@ const PAM_CONV_ERR: c_int = 19;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 const PAM_PROMPT_ECHO_ON: c_int = 2;
 const PAM_USER_ITEM: c_int = 2;
+const PAM_TTY_ITEM: c_int = 3;
+const PAM_RHOST_ITEM: c_int = 4;
+const PAM_ESTABLISH_CRED: c_int = 0x0002;
+const PAM_DELETE_CRED: c_int = 0x0004;
 const PAM_FAIL_DELAY_ITEM: c_int = 10;
 const PAM_SILENT: c_int = 0x8000;
 const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x0001;
@@ -64,6 +77,8 @@ type FlagsFn = unsafe extern "C" fn(*mut Handle, c_int) -> c_int;
 type GetItemFn = unsafe extern "C" fn(*const Handle, c_int, *mut *const c_void) -> c_int;
 type SetItemFn = unsafe extern "C" fn(*mut Handle, c_int, *const c_void) -> c_int;
 type StrerrorFn = unsafe extern "C" fn(*mut Handle, c_int) -> *const c_char;
+type GetEnvListFn = unsafe extern "C" fn(*mut Handle) -> *mut *mut c_char;
+type PutEnvFn = unsafe extern "C" fn(*mut Handle, *const c_char) -> c_int;
 
 /// libpam could not be loaded, or lacks a function rdhost calls. The text says what to install.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +108,11 @@ pub struct Library {
     set_item: SetItemFn,
     strerror: StrerrorFn,
     end: FlagsFn,
+    setcred: FlagsFn,
+    open_session: FlagsFn,
+    close_session: FlagsFn,
+    getenvlist: GetEnvListFn,
+    putenv: PutEnvFn,
     _lib: libloading::os::unix::Library,
 }
 
@@ -151,6 +171,11 @@ impl Library {
                 set_item: sym::<SetItemFn>(&lib, "pam_set_item").map_err(fail)?,
                 strerror: sym::<StrerrorFn>(&lib, "pam_strerror").map_err(fail)?,
                 end: sym::<FlagsFn>(&lib, "pam_end").map_err(fail)?,
+                setcred: sym::<FlagsFn>(&lib, "pam_setcred").map_err(fail)?,
+                open_session: sym::<FlagsFn>(&lib, "pam_open_session").map_err(fail)?,
+                close_session: sym::<FlagsFn>(&lib, "pam_close_session").map_err(fail)?,
+                getenvlist: sym::<GetEnvListFn>(&lib, "pam_getenvlist").map_err(fail)?,
+                putenv: sym::<PutEnvFn>(&lib, "pam_putenv").map_err(fail)?,
                 _lib: lib,
             })
         }
@@ -249,6 +274,223 @@ impl Library {
         // SAFETY: h is live and not used after this.
         unsafe { (self.end)(h, end_status) };
         result
+    }
+}
+
+impl Library {
+    /// PAM's text for `rc` on handle `h`.
+    fn error_text(&self, h: *mut Handle, what: &str, rc: c_int) -> String {
+        // SAFETY: h is live; pam_strerror returns a static string or null.
+        let s = unsafe { (self.strerror)(h, rc) };
+        if s.is_null() {
+            format!("{what}: PAM error {rc}")
+        } else {
+            // SAFETY: non-null NUL-terminated string from libpam.
+            format!("{what}: {} (code {rc})", unsafe { CStr::from_ptr(s) }.to_string_lossy())
+        }
+    }
+
+    /// Open a PAM session for `request.user` in `request.service`: PAM_TTY, PAM_RHOST and the
+    /// given variables set, credentials established, the session opened. No password is
+    /// asked (the user logged on already). The session's environment is
+    /// [`Session::env`]; [`Session::close`] ends it. Blocking; the handle must stay on this
+    /// thread.
+    pub fn open_session(&self, request: &SessionRequest) -> Result<Session<'_>, String> {
+        let cstring = |what: &str, text: &str| CString::new(text).map_err(|_| format!("the {what} contains a NUL byte"));
+        let service = cstring("PAM service", &request.service)?;
+        let conversation = Box::new(Conversation { user: cstring("user name", &request.user)?, password: CString::default() });
+        let tty = cstring("tty", &request.tty)?;
+        let rhost = request.rhost.as_deref().map(|r| cstring("remote host", r)).transpose()?;
+        let variables =
+            request.env.iter().map(|(k, v)| cstring("environment", &format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
+        let conv = Conv { conv: Some(converse), appdata_ptr: &*conversation as *const Conversation as *mut c_void };
+        let mut handle: *mut Handle = std::ptr::null_mut();
+        // SAFETY: valid strings and structs for the call; PAM copies `conv`, whose appdata (the
+        // boxed conversation) lives in the returned Session as long as the handle.
+        let rc = unsafe { (self.start)(service.as_ptr(), conversation.user.as_ptr(), &conv, &mut handle) };
+        if rc != PAM_SUCCESS || handle.is_null() {
+            return Err(format!("pam_start({:?}) failed with code {rc}", request.service));
+        }
+        let h = handle;
+        let fail = |what: &str, rc: c_int| {
+            let text = self.error_text(h, what, rc);
+            // SAFETY: h is live and not used after this.
+            unsafe { (self.end)(h, rc) };
+            text
+        };
+        let mut items = vec![(PAM_TTY_ITEM, &tty)];
+        if let Some(rhost) = &rhost {
+            items.push((PAM_RHOST_ITEM, rhost));
+        }
+        for (item, value) in items {
+            // SAFETY: h is live; PAM copies the string.
+            let rc = unsafe { (self.set_item)(h, item, value.as_ptr() as *const c_void) };
+            if rc != PAM_SUCCESS {
+                return Err(fail("pam_set_item", rc));
+            }
+        }
+        for variable in &variables {
+            // SAFETY: h is live; PAM copies the "NAME=value" string.
+            let rc = unsafe { (self.putenv)(h, variable.as_ptr()) };
+            if rc != PAM_SUCCESS {
+                return Err(fail("pam_putenv", rc));
+            }
+        }
+        // SAFETY: h is live.
+        let rc = unsafe { (self.setcred)(h, PAM_ESTABLISH_CRED | PAM_SILENT) };
+        if rc != PAM_SUCCESS {
+            return Err(fail("pam_setcred(PAM_ESTABLISH_CRED)", rc));
+        }
+        // SAFETY: h is live.
+        let rc = unsafe { (self.open_session)(h, PAM_SILENT) };
+        if rc != PAM_SUCCESS {
+            // SAFETY: h is live; undo the credentials before ending.
+            unsafe { (self.setcred)(h, PAM_DELETE_CRED | PAM_SILENT) };
+            return Err(fail("pam_open_session", rc));
+        }
+        let env = self.env_list(h);
+        Ok(Session { library: self, handle: h, env, _conversation: conversation })
+    }
+
+    /// `pam_getenvlist`, copied out and freed.
+    fn env_list(&self, h: *mut Handle) -> Vec<(String, String)> {
+        // SAFETY: h is live; the result is a malloc'd NULL-terminated array of malloc'd strings
+        // that the caller frees.
+        let list = unsafe { (self.getenvlist)(h) };
+        let mut env = Vec::new();
+        if list.is_null() {
+            return env;
+        }
+        let mut i = 0;
+        loop {
+            // SAFETY: within the NULL-terminated array.
+            let entry = unsafe { *list.add(i) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: a NUL-terminated string from libpam.
+            let text = unsafe { CStr::from_ptr(entry) }.to_string_lossy().into_owned();
+            if let Some((key, value)) = text.split_once('=') {
+                env.push((key.to_owned(), value.to_owned()));
+            }
+            // SAFETY: ours to free (pam_getenvlist(3)); the value may be secret-ish.
+            unsafe { free_secret(entry) };
+            i += 1;
+        }
+        // SAFETY: the array itself, malloc'd by libpam.
+        unsafe { libc::free(list as *mut c_void) };
+        env
+    }
+}
+
+/// What a session's PAM session is opened with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRequest {
+    pub service: String,
+    /// The system account the session runs as.
+    pub user: String,
+    /// PAM_TTY: `rdhost/<session id>` (no device: the session may have several or none).
+    pub tty: String,
+    /// PAM_RHOST: the client's address.
+    pub rhost: Option<String>,
+    /// Set with pam_putenv before the session opens (XDG_SESSION_TYPE, XDG_SESSION_CLASS for
+    /// pam_systemd).
+    pub env: Vec<(String, String)>,
+}
+
+/// An open PAM session. Not `Send`: the handle stays on the thread that opened it.
+pub struct Session<'a> {
+    library: &'a Library,
+    handle: *mut Handle,
+    env: Vec<(String, String)>,
+    /// The conversation's data, which the handle points to.
+    _conversation: Box<Conversation>,
+}
+
+impl Session<'_> {
+    /// The environment the session's modules set (pam_env, pam_systemd's XDG_RUNTIME_DIR, ...).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// `pam_close_session`, `pam_setcred(PAM_DELETE_CRED)`, `pam_end`.
+    pub fn close(self) -> Result<(), String> {
+        let (lib, h) = (self.library, self.handle);
+        // SAFETY: h is live until pam_end below.
+        let closed = unsafe { (lib.close_session)(h, PAM_SILENT) };
+        let closed = if closed == PAM_SUCCESS { Ok(()) } else { Err(lib.error_text(h, "pam_close_session", closed)) };
+        // SAFETY: as above.
+        let deleted = unsafe { (lib.setcred)(h, PAM_DELETE_CRED | PAM_SILENT) };
+        let deleted = if deleted == PAM_SUCCESS { Ok(()) } else { Err(lib.error_text(h, "pam_setcred(PAM_DELETE_CRED)", deleted)) };
+        // SAFETY: h is not used after this.
+        unsafe { (lib.end)(h, PAM_SUCCESS) };
+        closed.and(deleted)
+    }
+}
+
+/// The argument that makes `rdhost` the PAM session helper (not a subcommand users see).
+pub const SESSION_HELPER_ARG: &str = "__pam-session";
+
+/// The helper's first answer, one JSON line on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelperReply {
+    /// The session is open; its environment.
+    Opened { env: Vec<(String, String)> },
+    Failed { error: String },
+}
+
+/// The PAM session helper: reads a [`SessionRequest`] (one JSON line) on stdin, opens the
+/// session, answers a [`HelperReply`] line on stdout, then holds the session until stdin ends
+/// (the host closes it at the session's end, or exits) and closes it. Termination signals are
+/// ignored so that a service stop still closes every session (the host's exit ends stdin).
+pub fn session_helper_main() -> std::process::ExitCode {
+    use std::io::{BufRead as _, Write as _};
+    use std::process::ExitCode;
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: SIG_IGN for a signal; no handler code involved.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    let reply = |reply: &HelperReply| {
+        let mut out = std::io::stdout().lock();
+        let line = serde_json::to_string(reply).expect("a reply serialises");
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    if stdin.read_line(&mut line).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let request: SessionRequest = match serde_json::from_str(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            reply(&HelperReply::Failed { error: format!("bad request: {e}") });
+            return ExitCode::FAILURE;
+        }
+    };
+    let library = match system() {
+        Ok(library) => library,
+        Err(e) => {
+            reply(&HelperReply::Failed { error: e.to_string() });
+            return ExitCode::FAILURE;
+        }
+    };
+    let session = match library.open_session(&request) {
+        Ok(session) => session,
+        Err(error) => {
+            reply(&HelperReply::Failed { error });
+            return ExitCode::FAILURE;
+        }
+    };
+    reply(&HelperReply::Opened { env: session.env().to_vec() });
+    // Held until the host lets go of the pipe: nothing more is sent.
+    let _ = std::io::copy(&mut stdin, &mut std::io::sink());
+    match session.close() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rdhost: PAM session of {} ({}): {e}", request.user, request.tty);
+            ExitCode::FAILURE
+        }
     }
 }
 

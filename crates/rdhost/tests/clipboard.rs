@@ -2,8 +2,9 @@
 //! `cliprdr`, for both desktops, with our headless client and with xfreerdp `/clipboard`.
 //!
 //! - Terminal desktop: the client's text is pasted into the shell (Shift+Insert) and runs; text
-//!   the shell printed, selected with a mouse drag, reaches the client.
-//! - X desktop: xclip in the session (on its display, with its cookie) copies and pastes.
+//!   the shell printed, selected with a mouse drag or a double click, reaches the client.
+//! - X desktop: xclip in the session (on its display, with its cookie) copies and pastes, in
+//!   CLIPBOARD and (unless `clipboard_primary = false`) PRIMARY.
 //! - xfreerdp: xclip on xfreerdp's own Xvfb is the user's side of the client.
 //!
 //! Skips (with a note) when a tool is missing, unless `CI` is set: then it fails and names the
@@ -115,6 +116,23 @@ async fn terminal_desktop_pastes_our_clients_text_and_copies_a_mouse_selection()
     assert!(client.pump_until(WAIT, |c| c.clipboard_counters().format_lists > lists).await.unwrap(), "the copy is announced");
     assert!(client.server_clipboard_formats().unwrap().contains(&CF_UNICODETEXT));
     assert_eq!(client.paste(WAIT).await.unwrap(), word);
+
+    // A double click on a path copies it whole.
+    let path = format!("/tmp/{word}.d/x");
+    client.type_text(&format!("echo x {path} y\n")).await.unwrap();
+    let at = |c: &Client| {
+        rdhost_desktop::terminal::find_text(c.rgba(), c.width().into(), c.height().into(), FONT_PX, &format!("x {path} y"))
+    };
+    assert!(client.pump_until(WAIT, |c| at(c).is_some()).await.unwrap(), "{path} on screen");
+    let (col, row) = at(&client).unwrap();
+    let lists = client.clipboard_counters().format_lists;
+    let (x, y) = cell_centre(col + 2 + 5, row);
+    client.mouse_move(x, y).await.unwrap();
+    for pressed in [true, false, true, false] {
+        client.button(Button::Left, pressed).await.unwrap();
+    }
+    assert!(client.pump_until(WAIT, |c| c.clipboard_counters().format_lists > lists).await.unwrap(), "the word is announced");
+    assert_eq!(client.paste(WAIT).await.unwrap(), path);
     client.disconnect().await.unwrap();
 }
 
@@ -128,13 +146,18 @@ struct XSession {
 
 impl XSession {
     fn start() -> XSession {
+        XSession::start_with("")
+    }
+
+    /// With more config lines.
+    fn start_with(config: &str) -> XSession {
         let dir = tempfile::tempdir().unwrap();
         use std::os::unix::fs::PermissionsExt;
         // The session may run as another user than the test.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let env_file = dir.path().join("session.env");
         let command = format!("env > {0}.tmp && mv {0}.tmp {0}; exec sleep 100000", env_file.display());
-        let host = Host::start(&[USER], &format!("desktop = \"x11\"\nsession_command = {command:?}\n"));
+        let host = Host::start(&[USER], &format!("desktop = \"x11\"\nsession_command = {command:?}\n{config}"));
         XSession { host, env_file, _dir: dir }
     }
 
@@ -163,8 +186,13 @@ impl XSession {
 }
 
 /// Copy `text` with xclip (it forks and serves the selection until another copy).
-fn xclip_copy(mut command: Command, text: &str) {
-    let mut child = command.args(["-selection", "clipboard", "-i"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+fn xclip_copy(command: Command, text: &str) {
+    xclip_copy_to(command, "clipboard", text)
+}
+
+/// Copy `text` to `selection` (clipboard, primary) with xclip.
+fn xclip_copy_to(mut command: Command, selection: &str, text: &str) {
+    let mut child = command.args(["-selection", selection, "-i"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "xclip -i failed");
 }
@@ -294,6 +322,64 @@ impl ClipClient {
         });
         at
     }
+}
+
+/// A program of the session pastes `selection` while the client answers its fetch: the text,
+/// or "" when there was none to paste.
+async fn session_paste(session: &XSession, client: &mut Client, selection: &str) -> String {
+    let paste = tokio::task::spawn_blocking({
+        let mut command = session.xclip(&[]);
+        command.args(["-selection", selection, "-o"]);
+        move || command.output().unwrap()
+    });
+    let deadline = Instant::now() + WAIT;
+    while !paste.is_finished() && Instant::now() < deadline {
+        client.pump_for(Duration::from_millis(50)).await.unwrap();
+    }
+    String::from_utf8_lossy(&paste.await.unwrap().stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_desktop_follows_primary_unless_switched_off() {
+    let test = "x_desktop_follows_primary_unless_switched_off";
+    if !have_x_server(test) || !have_xclip(test) {
+        return;
+    }
+    // By default: text selected in the session (PRIMARY) reaches the client, and the client's
+    // copy is pasted by a middle click (PRIMARY) as well as by Ctrl+V (CLIPBOARD).
+    let session = XSession::start();
+    let mut client = logon(&session.host).await;
+    session.env();
+    let lists = client.clipboard_counters().format_lists;
+    xclip_copy_to(session.xclip(&[]), "primary", "selected in the session ✓");
+    let announced = client.pump_until(WAIT, |c| c.clipboard_counters().format_lists > lists).await.unwrap();
+    assert!(announced, "a selection in the session is announced\nhost log:\n{}", session.host.log());
+    assert_eq!(client.paste(WAIT).await.unwrap(), "selected in the session ✓");
+
+    client.set_clipboard("copied on the client, pasted twice").await.unwrap();
+    client.pump_for(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(session_paste(&session, &mut client, "primary").await, "copied on the client, pasted twice");
+    assert_eq!(session_paste(&session, &mut client, "clipboard").await, "copied on the client, pasted twice");
+    assert_eq!(client.clipboard_counters().data_requests, 1, "fetched once for both selections");
+    client.disconnect().await.unwrap();
+    drop(session);
+
+    // clipboard_primary = false: CLIPBOARD only, both ways.
+    let session = XSession::start_with("clipboard_primary = false\n");
+    let mut client = logon(&session.host).await;
+    session.env();
+    let lists = client.clipboard_counters().format_lists;
+    xclip_copy_to(session.xclip(&[]), "primary", "selected, not copied");
+    client.pump_for(Duration::from_millis(1500)).await.unwrap();
+    assert_eq!(client.clipboard_counters().format_lists, lists, "a selection is not announced when PRIMARY is off");
+    xclip_copy(session.xclip(&[]), "copied with Ctrl+C");
+    assert!(client.pump_until(WAIT, |c| c.clipboard_counters().format_lists > lists).await.unwrap(), "CLIPBOARD still is");
+    assert_eq!(client.paste(WAIT).await.unwrap(), "copied with Ctrl+C");
+    client.set_clipboard("for Ctrl+V only").await.unwrap();
+    client.pump_for(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(session_paste(&session, &mut client, "clipboard").await, "for Ctrl+V only");
+    assert_eq!(session_paste(&session, &mut client, "primary").await, "selected, not copied", "PRIMARY keeps the session's own selection");
+    client.disconnect().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

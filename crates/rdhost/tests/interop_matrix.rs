@@ -59,14 +59,15 @@ fn shown_sessions(log: &str) -> Vec<(String, bool)> {
 
 /// Log on with `stock`, type, see the echo; vanish; log on again and find the echo in the same
 /// session. Every connection must have used `security` and `codec` at `bpp` bits per pixel.
-fn logs_on_types_and_reconnects(name: &str, stock: Stock, security: Security, bpp: u16, codec: &str) {
-    logs_on_and_reconnects_with(name, stock.clone(), stock, security, bpp, codec);
+/// Returns the host's log (None: skipped, a tool is missing).
+fn logs_on_types_and_reconnects(name: &str, stock: Stock, security: Security, bpp: u16, codec: &str) -> Option<String> {
+    logs_on_and_reconnects_with(name, stock.clone(), stock, security, bpp, codec)
 }
 
 /// [`logs_on_types_and_reconnects`], logging on again with `again` (another size, say).
-fn logs_on_and_reconnects_with(name: &str, stock: Stock, again: Stock, security: Security, bpp: u16, codec: &str) {
+fn logs_on_and_reconnects_with(name: &str, stock: Stock, again: Stock, security: Security, bpp: u16, codec: &str) -> Option<String> {
     if !stock_tools_present(&format!("interop matrix: {name}"), &stock) {
-        return;
+        return None;
     }
     let host = match security {
         Security::Tls => Host::start(&[USER], ""),
@@ -101,7 +102,14 @@ fn logs_on_and_reconnects_with(name: &str, stock: Stock, again: Stock, security:
     for connection in &seen {
         assert_eq!(connection, &(expected.clone(), bpp.to_string(), codec.to_owned()), "{name}: security, depth and codec; {}", context(&second));
     }
-    eprintln!("matrix: {name} | {} | {expected} | {bpp} bpp {codec} | works", second.version());
+    let shown_codec = if egfx_terminals(&host.log()) > 0 { "avc420 over EGFX".to_owned() } else { format!("{bpp} bpp {codec}") };
+    eprintln!("matrix: {name} | {} | {expected} | {shown_codec} | works", second.version());
+    Some(host.log())
+}
+
+/// How many terminals switched to H.264 over the graphics pipeline (the host logs each once).
+fn egfx_terminals(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("codec=\"avc420 over EGFX\"")).count()
 }
 
 // --- xfreerdp (FreeRDP 2.11) -----------------------------------------------------------------
@@ -113,10 +121,25 @@ fn xfreerdp_default() {
 }
 
 #[test]
-fn xfreerdp_gfx_falls_back_to_bitmap_updates() {
-    // The host opens no graphics pipeline channel: the client stays on Bitmap Updates, and with
-    // /gfx it offers no RemoteFX for them.
-    logs_on_types_and_reconnects("xfreerdp-gfx", Stock::xfreerdp(&["/sec:tls", "/gfx"]), Security::Tls, 32, "planar");
+fn xfreerdp_gfx_avc420_gets_h264() {
+    // /gfx:avc420 advertises the graphics pipeline with H.264: both terminals switch to AVC420
+    // over EGFX. Their fast-path codec (until then) is planar: with /gfx FreeRDP offers no
+    // RemoteFX for Bitmap Updates.
+    let Some(log) = logs_on_types_and_reconnects("xfreerdp-gfx-avc420", Stock::xfreerdp(&["/sec:tls", "/gfx:avc420"]), Security::Tls, 32, "planar") else {
+        return;
+    };
+    assert_eq!(egfx_terminals(&log), 2, "both terminals on H.264; host log:\n{log}");
+}
+
+#[test]
+fn xfreerdp_gfx_without_h264_falls_back_to_bitmap_updates() {
+    // FreeRDP 2.11's /gfx advertises the graphics pipeline with AVC_DISABLED (as /gfx:rfx does):
+    // the terminals stay on planar bitmap updates.
+    let Some(log) = logs_on_types_and_reconnects("xfreerdp-gfx", Stock::xfreerdp(&["/sec:tls", "/gfx"]), Security::Tls, 32, "planar") else {
+        return;
+    };
+    assert_eq!(egfx_terminals(&log), 0, "no H.264; host log:\n{log}");
+    assert!(log.contains("graphics pipeline without AVC420"), "host log:\n{log}");
 }
 
 #[test]

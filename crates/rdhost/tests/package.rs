@@ -95,6 +95,22 @@ fn shipped_config_states_every_key_with_its_default() {
     }
 }
 
+/// The package's metadata as Debian wants it: a maintainer with an address lintian accepts
+/// (not on localhost: `bogus-mail-host`), and a changelog whose first entry is this version.
+#[test]
+fn package_metadata_names_a_maintainer_and_this_version() {
+    let manifest = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    let deb: toml::Value = toml::from_str::<toml::Value>(&manifest).unwrap()["package"]["metadata"]["deb"].clone();
+    let maintainer = deb["maintainer"].as_str().unwrap();
+    let (name, address) = maintainer.strip_suffix('>').and_then(|m| m.split_once(" <")).expect("maintainer is \"Name <address>\"");
+    let (_, domain) = address.split_once('@').expect("an e-mail address");
+    assert!(!name.is_empty() && domain.contains('.') && !domain.contains("localhost"), "{maintainer}");
+    let changelog = read(&repo_file("packaging/changelog"));
+    let first = changelog.lines().next().unwrap();
+    assert!(first.starts_with(&format!("rdhost ({}-1) ", env!("CARGO_PKG_VERSION"))), "packaging/changelog's first entry is not this version: {first}");
+    assert!(changelog.contains(&format!(" -- {maintainer}  ")), "the changelog entry is signed by the maintainer");
+}
+
 /// Start `rdhost serve` with `stderr_file` as its stderr and wait until it has started; the
 /// address it listens on.
 /// Panics (with its output) when it does not start.
@@ -457,6 +473,7 @@ fn debian_package_installs_starts_and_removes() {
         "./etc/pam.d/rdhost",
         "./etc/rdhost/rdhost.toml",
         "./usr/share/doc/rdhost/copyright",
+        "./usr/share/doc/rdhost/changelog.Debian.gz",
     ] {
         assert!(listing.lines().any(|l| l.ends_with(&format!(" {file}"))), "{file} missing from the package:\n{listing}");
     }
@@ -574,4 +591,111 @@ fn debian_package_installs_starts_and_removes() {
     }
     let status = installed_status();
     assert!(status.is_empty() || status.contains("not-installed"), "after purge: {status}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration errors: one exit status, which the unit does not restart on
+
+/// `rdhost serve` with `args`, its own state directory and control socket in `dir`; its output.
+fn serve_once(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--control-socket")
+        .arg(dir.join("control.sock"))
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start rdhost serve");
+    // A host that starts (the test's mistake) must not hang it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("rdhost serve {args:?} kept running; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_config_error_exits_78_with_what_to_fix_and_systemd_does_not_restart_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let typo = config("typo.toml", "listen = \"127.0.0.1:0\"\nlisten_port = 3389\n");
+    let bad_value = config("value.toml", "listen = \"127.0.0.1:0\"\ndesktop = \"wayland\"\n");
+    let invalid = config("invalid.toml", "listen = \"127.0.0.1:0\"\nmax_sessions = 0\n");
+    let broken = config("broken.toml", "listen = \"127.0.0.1:0\n");
+    let missing = dir.path().join("missing.toml").to_str().unwrap().to_owned();
+    // (arguments, what the message must name so the administrator knows what to fix)
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--config", &typo], vec![&typo, "listen_port"]),
+        (vec!["--config", &bad_value], vec![&bad_value, "wayland", "terminal"]),
+        (vec!["--config", &invalid], vec!["`max_sessions`", "at least 1"]),
+        (vec!["--config", &broken], vec![&broken, "line 1"]),
+        (vec!["--config", &missing], vec![&missing]),
+        (vec!["--listen", "127.0.0.1:0", "--desktop", "wayland"], vec!["--desktop", "wayland"]),
+        (vec!["--listen", "127.0.0.1:0", "--no-such-flag"], vec!["--no-such-flag"]),
+        (vec!["--listen", "127.0.0.1:0", "--max-sessions", "0"], vec!["`max_sessions`"]),
+    ];
+    for (args, needles) in cases {
+        let out = serve_once(dir.path(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(i32::from(rdhost::config::EX_CONFIG)), "serve {args:?}: {}\n{stderr}", out.status);
+        for needle in needles {
+            assert!(stderr.contains(needle), "serve {args:?}: the message does not name {needle:?}:\n{stderr}");
+        }
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("rdhost listening"), "serve {args:?} started listening");
+    }
+
+    // A failure a restart may cure (the address is taken, for now) keeps the ordinary status.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = serve_once(dir.path(), &["--listen", &addr, "--auth", "users-file"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+
+    // Other commands keep clap's usage status.
+    let out = Command::new(BIN).args(["user", "add"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The unit restarts on failure, except on this status.
+    let unit = read(&repo_file("packaging/rdhost.service"));
+    let prevent: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
+    assert!(prevent.contains(&rdhost::config::EX_CONFIG.to_string().as_str()), "RestartPreventExitStatus= lacks 78: {prevent:?}");
+}
+
+/// `systemd-analyze verify` of the unit as shipped, with ExecStart= pointing at the binary under
+/// test (the package test verifies the installed one; this runs without root and without a
+/// package build).
+#[test]
+fn the_unit_verifies() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|d| d.join("systemd-analyze").is_file()) {
+        assert!(std::env::var_os("CI").is_none(), "the_unit_verifies: needs systemd-analyze (apt package systemd)");
+        eprintln!("the_unit_verifies: skipped, needs systemd-analyze");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = read(&repo_file("packaging/rdhost.service")).replace("ExecStart=/usr/bin/rdhost ", &format!("ExecStart={BIN} "));
+    assert!(unit.contains(&format!("ExecStart={BIN} serve")), "the unit's ExecStart= changed shape");
+    let unit_path = dir.path().join("rdhost.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit_path).stdin(Stdio::null()).output().unwrap();
+    let complaints = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!complaints.contains("rdhost.service"), "systemd-analyze verify complains:\n{complaints}");
 }

@@ -47,11 +47,21 @@ pub enum Security {
 /// Which codec the host prefers when the client offers several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CodecPreference {
-    /// RemoteFX when the client decodes it, else lossless planar, else raw.
+    /// H.264 (AVC420) over the graphics pipeline when the client offers it (GFX with AVC420),
+    /// else RemoteFX when the client decodes it, else lossless planar, else raw.
     #[default]
     Auto,
-    /// Lossless planar even when RemoteFX is offered (sharpest text).
+    /// Lossless planar even when RemoteFX or H.264 is offered (sharpest text).
     Lossless,
+    /// As `Auto`, without the graphics pipeline: RemoteFX or planar over fast-path.
+    NoH264,
+}
+
+impl CodecPreference {
+    /// Whether a client that speaks the graphics pipeline is offered it.
+    fn offers_gfx(self) -> bool {
+        self == CodecPreference::Auto
+    }
 }
 
 #[derive(Clone)]
@@ -164,9 +174,8 @@ where
         None,
     );
     acceptor.set_honor_client_desktop_size(Some(DesktopSize { width: 8192, height: 8192 }));
-    acceptor.attach_static_channel(
-        DrdynvcServer::new().with_dynamic_channel(DisplayControlServer::new(Box::new(ResizeRequests(resize_tx)))),
-    );
+    // The dynamic channels (drdynvc) are attached once the client's core data says whether it
+    // speaks the graphics pipeline (see `finish_sequence`).
     // Joined only by clients that list it (desktop-sharing attendees). Their `remdesk` channel
     // (Remote Assistance) gets an id but no processor: its client waits for a server greeting
     // that never comes, and what it sends is dropped as data on an unknown channel.
@@ -194,7 +203,8 @@ where
     }
 
     let security = if nla_user.is_some() { "nla" } else { "tls" };
-    let (result, identity, depth) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user).await?;
+    let dynamic = DynamicChannels { resize: resize_tx, codec: config.codec };
+    let (result, identity, depth) = finish_sequence(&mut framed, &mut acceptor, &mut client, auth, nla_user, dynamic).await?;
     let negotiated = negotiate(&result.capabilities, config.codec, depth)?;
     let codec = negotiated.profile.name();
     let terminal = Terminal::new(framed, acceptor, result, negotiated, resize_rx, client);
@@ -207,6 +217,7 @@ where
         security,
         bpp = negotiated.profile.bits_per_pixel(),
         codec,
+        gfx = client.gfx,
         session = ?client.pcb_id,
         encomsp = terminal.encomsp_joined(),
         "client connected"
@@ -237,10 +248,12 @@ async fn finish_sequence<A: Authenticate>(
     client: &mut ClientDetails,
     auth: &A,
     nla_user: Option<String>,
+    dynamic: DynamicChannels,
 ) -> Result<(AcceptorResult, A::Identity, u16), AcceptError> {
     let mut buf = WriteBuf::new();
     let mut identity = None;
     let mut depth = None;
+    let mut dynamic = Some(dynamic);
     loop {
         if let Some(result) = acceptor.get_result() {
             // Fails closed: should the Client Info moment ever be missed, nobody is let in.
@@ -253,15 +266,25 @@ async fn finish_sequence<A: Authenticate>(
             Some(AcceptorState::CapabilitiesSendServer { .. }) => Watched::DemandActive,
             _ => Watched::Nothing,
         };
-        let received = sequence_step(framed, acceptor, &mut buf, depth).await?;
+        let step_depth = depth;
+        // The client's core data is read before the acceptor takes it: the channels it joins
+        // there must be attached by then.
+        let mut before_step = |acceptor: &mut Acceptor, pdu: &[u8]| {
+            if watched != Watched::ConnectInitial {
+                return;
+            }
+            if let Err(e) = client.read_connect_initial(pdu) {
+                debug!("client core data unreadable: {e}");
+            }
+            let session = session_depth(pdu);
+            depth = Some(session);
+            if let Some(dynamic) = dynamic.take() {
+                acceptor.attach_static_channel(dynamic.server(client.gfx && session == 32));
+            }
+        };
+        let received = sequence_step(framed, acceptor, &mut buf, step_depth, Some(&mut before_step)).await?;
         let mut password = None;
         match (watched, &received) {
-            (Watched::ConnectInitial, Some(pdu)) => {
-                if let Err(e) = client.read_connect_initial(pdu) {
-                    debug!("client core data unreadable: {e}");
-                }
-                depth = Some(session_depth(pdu));
-            }
             (Watched::ClientInfo, Some(pdu)) => match client.read_client_info(pdu) {
                 Ok(sent) => password = Some(sent),
                 Err(e) => debug!("client info unreadable: {e}"),
@@ -349,6 +372,9 @@ fn step_point(acceptor: &Acceptor) -> StepPoint {
     }
 }
 
+/// Called with a PDU the acceptor is about to take (see `finish_sequence`).
+type BeforeStep<'a> = &'a mut dyn FnMut(&mut Acceptor, &[u8]);
+
 /// One step of a connection sequence: read the PDU the acceptor waits for (if any), step, send
 /// its answer. Returns the PDU read; what was sent stays in `buf`.
 ///
@@ -367,12 +393,21 @@ fn step_point(acceptor: &Acceptor) -> StepPoint {
 ///   them: its state machine runs unchanged. Its Font Map goes out as it is, after the Font List.
 ///   Clients that send everything first (FreeRDP, mstsc, IronRDP) find the same PDUs in the
 ///   same order, only earlier.
-async fn sequence_step(framed: &mut Framed, acceptor: &mut Acceptor, buf: &mut WriteBuf, depth: Option<u16>) -> Result<Option<Bytes>, AcceptError> {
+async fn sequence_step(
+    framed: &mut Framed,
+    acceptor: &mut Acceptor,
+    buf: &mut WriteBuf,
+    depth: Option<u16>,
+    before_step: Option<BeforeStep<'_>>,
+) -> Result<Option<Bytes>, AcceptError> {
     buf.clear();
     let point = step_point(acceptor);
     let (received, written) = match acceptor.next_pdu_hint() {
         Some(hint) => {
             let pdu = framed.read_by_hint(hint).await?;
+            if let Some(before_step) = before_step {
+                before_step(acceptor, &pdu);
+            }
             let written = acceptor.step(&pdu, framed.last_read_at(), buf).map_err(handshake_err)?;
             (Some(pdu), written)
         }
@@ -421,7 +456,7 @@ pub(crate) async fn finish_reactivation_at(
         if let Some(result) = acceptor.get_result() {
             return Ok(result);
         }
-        sequence_step(framed, acceptor, &mut buf, bits_per_pixel).await?;
+        sequence_step(framed, acceptor, &mut buf, bits_per_pixel, None).await?;
     }
 }
 
@@ -490,6 +525,27 @@ async fn read_preconnection_pdu<S: AsyncRead + Unpin>(stream: &mut S) -> Result<
     let pcb: PreconnectionBlob = decode(&buf).map_err(|e| AcceptError::BadPreconnectionPdu(e.to_string()))?;
     debug!(?pcb, "pre-connection PDU");
     Ok((Some(pcb), BytesMut::new()))
+}
+
+/// The dynamic channels a connection offers, settled once its core data is in.
+struct DynamicChannels {
+    resize: watch::Sender<Option<Size>>,
+    codec: CodecPreference,
+}
+
+impl DynamicChannels {
+    /// Display control always; the graphics pipeline to a client whose core data says it speaks
+    /// it (in a 32-bit session, the only depth its surfaces have) when the host's codec
+    /// preference allows it. Whether it then carries H.264 is settled on the channel itself
+    /// (the client's capabilities, see `gfx.rs`).
+    fn server(self, client_gfx: bool) -> DrdynvcServer {
+        let server = DrdynvcServer::new().with_dynamic_channel(DisplayControlServer::new(Box::new(ResizeRequests(self.resize))));
+        if client_gfx && self.codec.offers_gfx() {
+            server.with_dynamic_channel(crate::gfx::GfxChannel::new())
+        } else {
+            server
+        }
+    }
 }
 
 /// Display-control requests leave the channel processor through a watch: only the newest
@@ -613,7 +669,7 @@ fn negotiate(caps: &[CapabilitySet], preference: CodecPreference, depth: u16) ->
         // Clients draw every bitmap at the session's depth; RemoteFX and planar are 32-bit.
         _ if depth == 16 => CodecProfile::Interleaved16,
         _ if depth == 24 => CodecProfile::Interleaved24,
-        (CodecPreference::Auto, Some(rfx), true) => rfx,
+        (CodecPreference::Auto | CodecPreference::NoH264, Some(rfx), true) => rfx,
         // A client without the Surface Commands capability predates RDP 7: rdesktop and the
         // decoders derived from it, which take planar bitmaps only with an alpha plane.
         _ if !surface_commands => CodecProfile::PlanarWithAlpha,
@@ -755,6 +811,21 @@ mod tests {
     }
 
     #[test]
+    fn the_graphics_pipeline_is_offered_to_gfx_clients_when_the_host_prefers_h264() {
+        use crate::gfx::GfxChannel;
+        let offered = |codec, client_gfx| {
+            let (resize, _) = watch::channel(None);
+            let server = DynamicChannels { resize, codec }.server(client_gfx);
+            assert!(server.get_channel_id_by_type::<DisplayControlServer>().is_some(), "display control always");
+            server.get_channel_id_by_type::<GfxChannel>().is_some()
+        };
+        assert!(offered(CodecPreference::Auto, true));
+        assert!(!offered(CodecPreference::Auto, false), "not to a client whose core data does not say GFX");
+        assert!(!offered(CodecPreference::Lossless, true));
+        assert!(!offered(CodecPreference::NoH264, true));
+    }
+
+    #[test]
     fn the_codec_follows_the_depth_and_what_the_client_decodes() {
         let profile = |caps: &[CapabilitySet], depth| negotiate(caps, CodecPreference::Auto, depth).unwrap().profile;
         // FreeRDP: RemoteFX at 32 bpp; its bitmaps at the depth of a 16 or 24-bit session.
@@ -763,6 +834,8 @@ mod tests {
         assert_eq!(profile(&confirmed(true, true), 24), CodecProfile::Interleaved24);
         assert_eq!(profile(&confirmed(true, false), 32), CodecProfile::Planar);
         assert_eq!(negotiate(&confirmed(true, true), CodecPreference::Lossless, 32).unwrap().profile, CodecProfile::Planar);
+        // Without H.264 the fast-path choice is Auto's.
+        assert_eq!(negotiate(&confirmed(true, true), CodecPreference::NoH264, 32).unwrap().profile, CodecProfile::RemoteFx { codec_id: 3, rlgr3: true });
         // rdesktop: no Surface Commands capability, planar with the alpha plane it needs.
         assert_eq!(profile(&confirmed(false, false), 32), CodecProfile::PlanarWithAlpha);
         assert_eq!(profile(&confirmed(false, false), 16), CodecProfile::Interleaved16);

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ironrdp_acceptor::{Acceptor, AcceptorResult, DesktopSize};
 use rdhost_desktop::clipboard::{ClipboardOffer, ClipboardText};
@@ -20,6 +20,7 @@ use rdhost_encomsp::EncomspPdu;
 use crate::client::ClientDetails;
 use crate::clipboard::ClipboardLink;
 use crate::encomsp::{ControlRequest, Participant};
+use crate::gfx::{GfxStatus, RateControl};
 use crate::pdus::{self, Channels};
 use crate::pointer::PointerCache;
 use crate::state::{ActiveAction, ActiveState};
@@ -122,6 +123,16 @@ pub struct TerminalStats {
     pub last_input: AtomicU64,
 }
 
+/// How pixels reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipeline {
+    /// Fast-path updates in the codec the connection sequence settled.
+    FastPath,
+    /// H.264 (AVC420) frames over the graphics pipeline, since the client's advertisement
+    /// number `generation` (see [`GfxStatus`]).
+    Gfx { generation: u32 },
+}
+
 /// One connected RDP client.
 pub struct Terminal {
     framed: Framed,
@@ -147,6 +158,14 @@ pub struct Terminal {
     stats: Arc<TerminalStats>,
     /// The `cliprdr` channel's traffic with the shown session's clipboard.
     clipboard: ClipboardLink,
+    pipeline: Pipeline,
+    /// The graphics surface must be made again before the next frame, whatever its size: the
+    /// frames come from another feed now, which the client's decoder has not seen.
+    new_surface: bool,
+    /// The client's graphics pipeline was found to carry no H.264 (said once in the log).
+    gfx_without_avc: bool,
+    /// The H.264 bit rate this terminal asks for, from its acknowledgements' round trip.
+    rate: RateControl,
 }
 
 impl Terminal {
@@ -177,6 +196,10 @@ impl Terminal {
             early_input: result.input_events,
             stats: Arc::new(TerminalStats::default()),
             clipboard: ClipboardLink::default(),
+            pipeline: Pipeline::FastPath,
+            new_surface: false,
+            gfx_without_avc: false,
+            rate: RateControl::default(),
         }
     }
 
@@ -253,6 +276,7 @@ impl Terminal {
                     };
                     self.stats.bytes_in.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     self.handle_pdu(&frame, showing).await?;
+                    self.follow_pipeline(showing);
                 },
                 Ok(()) = self.resize_requests.changed() => {
                     let requested = *self.resize_requests.borrow_and_update();
@@ -272,7 +296,7 @@ impl Terminal {
                     let bytes = self.clipboard.wake(wake, &mut self.state, &*showing.input);
                     self.write_some(&bytes).await?;
                 },
-                update = showing.feed.next(), if !self.feed_paused() => match update {
+                update = showing.feed.next(), if !self.feed_paused() && self.may_send_frame() => match update {
                     Ok(update) => self.show_update(update, showing).await?,
                     Err(e) => warn!(error = %e, "encoding failed; update dropped"),
                 },
@@ -282,6 +306,12 @@ impl Terminal {
 
     /// Begin showing a session: at the start, and after every switch.
     async fn start_showing(&mut self, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        // A feed comes in the codec of the connection sequence: on the graphics pipeline the
+        // terminal takes the same view of the same stage as H.264, on a surface of its own.
+        if matches!(self.pipeline, Pipeline::Gfx { .. }) {
+            self.retarget_feed(showing);
+            self.new_surface = true;
+        }
         // The sink decides whether this terminal may drive the desktop (a primary does).
         showing.input.keyboard_layout(self.client.keyboard_layout);
         showing.input.resize(self.wanted);
@@ -297,6 +327,9 @@ impl Terminal {
     }
 
     async fn show_update(&mut self, update: Update, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        if let Pipeline::Gfx { .. } = self.pipeline {
+            return self.show_frame(update, showing).await;
+        }
         if update.size != self.size {
             if !self.negotiated.resizable {
                 // The client cannot follow: ask for the desktop back at its size (only a
@@ -311,6 +344,108 @@ impl Terminal {
         self.write_parts(update.parts.iter().map(|part| &part[..])).await?;
         self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// One EGFX frame. A new size (or a new feed) gets a new surface first: ResetGraphics makes
+    /// the client's screen that size (no deactivation-reactivation on the graphics pipeline).
+    async fn show_frame(&mut self, update: Update, showing: &mut Showing) -> Result<(), TerminalEnd> {
+        let surface = self.state.gfx().and_then(|gfx| gfx.surface_size());
+        if self.new_surface || surface != Some(update.size) {
+            if update.size != self.size && !self.negotiated.resizable {
+                showing.input.resize(self.size);
+                return Ok(());
+            }
+            match self.state.gfx_send(|gfx| gfx.reset_surface(update.size)) {
+                Ok(bytes) => self.write(&bytes).await?,
+                Err(e) => {
+                    // The channel went away under us: the next PDU from the client tells, and
+                    // the terminal goes back to fast-path then.
+                    warn!(peer = %self.client.peer, error = %e, "graphics surface not made; update dropped");
+                    return Ok(());
+                }
+            }
+            if update.size != self.size {
+                info!(peer = %self.client.peer, size = ?update.size, "client screen resized (graphics pipeline)");
+            }
+            self.size = update.size;
+            self.new_surface = false;
+        }
+        if update.gfx.is_empty() {
+            return Ok(());
+        }
+        match self.state.gfx_send(|gfx| gfx.frame(&update.gfx, Instant::now())) {
+            Ok(bytes) => {
+                self.write(&bytes).await?;
+                self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => warn!(peer = %self.client.peer, error = %e, "graphics frame not sent"),
+        }
+        Ok(())
+    }
+
+    /// Whether the feed may be asked for another update: on the graphics pipeline only while
+    /// fewer frames than the window are unacknowledged (the stage coalesces meanwhile).
+    fn may_send_frame(&self) -> bool {
+        match self.pipeline {
+            Pipeline::FastPath => true,
+            Pipeline::Gfx { .. } => self.state.gfx_frames().is_none_or(|frames| frames.can_send()),
+        }
+    }
+
+    /// Follow what the graphics pipeline offers now: switch to H.264 once the client confirmed
+    /// capabilities with AVC420, take a fresh feed when it starts its graphics over, and go back
+    /// to the fast-path codec when the channel closes.
+    fn follow_pipeline(&mut self, showing: &mut Showing) {
+        let status = self.state.gfx_status();
+        let wanted = match status {
+            Some(GfxStatus::Ready { avc420: true, generation }) => Pipeline::Gfx { generation },
+            _ => Pipeline::FastPath,
+        };
+        if matches!(status, Some(GfxStatus::Ready { avc420: false, .. })) && !self.gfx_without_avc {
+            self.gfx_without_avc = true;
+            info!(peer = %self.client.peer, codec = self.negotiated.profile.name(), "graphics pipeline without AVC420; terminal stays on fast-path");
+        }
+        if wanted == self.pipeline {
+            if let Pipeline::Gfx { .. } = self.pipeline {
+                self.adapt_rate(showing);
+            }
+            return;
+        }
+        match wanted {
+            Pipeline::Gfx { .. } => info!(peer = %self.client.peer, codec = "avc420 over EGFX", "terminal codec"),
+            Pipeline::FastPath => info!(peer = %self.client.peer, codec = self.negotiated.profile.name(), "graphics pipeline closed; terminal codec"),
+        }
+        self.pipeline = wanted;
+        self.new_surface = true;
+        self.retarget_feed(showing);
+    }
+
+    /// Ask the shared H.264 encoder for fewer bits while this client acknowledges slowly, and
+    /// for its own rate again once it keeps up. The rate is the profile's, shared with every
+    /// terminal of it (the last ask wins): a slow one lowers it for all until it recovers.
+    fn adapt_rate(&mut self, showing: &mut Showing) {
+        let Some(round_trip) = self.state.gfx_frames().and_then(|frames| frames.round_trip()) else { return };
+        let full = rdhost_frames::H264Encoder::default_bitrate(showing.feed.size());
+        if let Some(rate) = self.rate.adapt(round_trip, full, Instant::now()) {
+            debug!(peer = %self.client.peer, ?round_trip, ?rate, "H.264 bit rate");
+            showing.feed.set_bitrate(rate);
+        }
+    }
+
+    /// Replace the shown feed with one of the same stage and view in this terminal's codec now:
+    /// it joins that codec's group and starts with the whole screen.
+    fn retarget_feed(&mut self, showing: &mut Showing) {
+        let codec = match self.pipeline {
+            Pipeline::FastPath => self.negotiated.profile,
+            Pipeline::Gfx { .. } => CodecProfile::Avc420,
+        };
+        let old = &showing.feed;
+        let profile = FeedProfile::new(codec, self.negotiated.max_request_size).with_region(old.profile().region);
+        let mut feed = old.stage().feed(profile);
+        feed.set_hidden(old.is_hidden());
+        feed.set_paused(self.feed_paused());
+        showing.feed = feed;
+        self.rate = RateControl::default();
     }
 
     /// Carry out what one PDU from the client asks for.

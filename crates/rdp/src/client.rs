@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use ironrdp_core::decode;
+use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags;
 use ironrdp_pdu::mcs::{ConnectInitial, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::pcb::PreconnectionBlob;
 use ironrdp_pdu::rdp::ClientInfoPdu;
@@ -40,6 +41,9 @@ pub struct ClientDetails {
     /// finished, what the host announced (the screen it starts with).
     pub size: Size,
     pub keyboard_layout: KeyboardLayout,
+    /// The client speaks the graphics pipeline (core data earlyCapabilityFlags
+    /// RNS_UD_CS_SUPPORT_DYNVC_GFX_PROTOCOL): it may be offered the EGFX channel.
+    pub gfx: bool,
 }
 
 impl ClientDetails {
@@ -62,6 +66,7 @@ impl ClientDetails {
             pcb_string,
             size: default_size,
             keyboard_layout: KeyboardLayout::default(),
+            gfx: false,
         }
     }
 
@@ -76,6 +81,10 @@ impl ClientDetails {
         if core.keyboard_layout != 0 {
             self.keyboard_layout = KeyboardLayout(core.keyboard_layout);
         }
+        self.gfx = core
+            .optional_data
+            .early_capability_flags
+            .is_some_and(|flags| flags.contains(ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL));
         Ok(())
     }
 

@@ -17,6 +17,13 @@
 //! [`InputSink`]'s clipboard methods connect it to the desktop's clipboard, and say whether
 //! this terminal takes part.
 //!
+//! Clients whose core data says they speak the graphics pipeline (MS-RDPEGFX) are offered its
+//! dynamic channel when the host prefers H.264 ([`CodecPreference::Auto`]); once a client
+//! confirms capabilities with AVC420, its terminal takes an H.264 feed of the same view from the
+//! stage and sends each update as one EGFX frame, paced by the client's frame
+//! acknowledgements (`gfx.rs`). A pipeline without AVC420, or none, leaves the terminal on its
+//! fast-path codec.
+//!
 //! The active phase's decisions (a client PDU in, actions out) live in `state.rs`, without I/O;
 //! `Terminal::run` only drives them.
 
@@ -25,6 +32,7 @@ mod active;
 mod client;
 mod clipboard;
 mod encomsp;
+mod gfx;
 mod input;
 mod nla;
 mod pdus;

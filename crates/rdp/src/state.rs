@@ -9,12 +9,14 @@ use ironrdp_pdu::input::fast_path::FastPathInput;
 use ironrdp_pdu::mcs::{DisconnectProviderUltimatum, McsMessage};
 use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
 use ironrdp_pdu::x224::X224;
-use ironrdp_svc::{StaticChannelSet, SvcMessage, server_encode_svc_messages};
+use ironrdp_dvc::{DrdynvcServer, DvcMessage, encode_dvc_messages};
+use ironrdp_svc::{ChannelFlags, StaticChannelSet, SvcMessage, server_encode_svc_messages};
 use rdhost_desktop::{InputEvent, Rect};
 use rdhost_encomsp::EncomspPdu;
 use tracing::debug;
 
 use crate::encomsp::{ControlRequest, EncomspChannel};
+use crate::gfx::{GfxChannel, GfxError, GfxStatus, InFlight};
 use crate::input;
 use crate::pdus::{self, Channels};
 
@@ -106,6 +108,40 @@ impl ActiveState {
             out.extend(bytes);
         }
         Ok(out)
+    }
+
+    /// The graphics pipeline channel, when the client opened it (and has not closed it).
+    pub fn gfx(&self) -> Option<&GfxChannel> {
+        let drdynvc = self.static_channels.get_by_type::<DrdynvcServer>()?.channel_processor_downcast_ref::<DrdynvcServer>()?;
+        let id = drdynvc.get_channel_id_by_type::<GfxChannel>()?;
+        Some(drdynvc.dvc_by_id::<GfxChannel>(id)?.processor())
+    }
+
+    /// What the graphics pipeline offers now; `None` while it is not open (not offered, declined
+    /// by the client, or closed).
+    pub fn gfx_status(&self) -> Option<GfxStatus> {
+        self.gfx().map(GfxChannel::status)
+    }
+
+    /// The pipeline's unacknowledged frames (pacing), when it is open.
+    pub fn gfx_frames(&self) -> Option<&InFlight> {
+        self.gfx().map(GfxChannel::frames)
+    }
+
+    /// Bytes to write for what `make` builds on the graphics pipeline channel.
+    pub fn gfx_send(&mut self, make: impl FnOnce(&mut GfxChannel) -> Result<Vec<DvcMessage>, GfxError>) -> Result<Vec<u8>, GfxError> {
+        let user = self.channels.user;
+        let svc_id = self.static_channels.get_channel_id_by_type::<DrdynvcServer>().ok_or(GfxError::NotReady)?;
+        let drdynvc = self
+            .static_channels
+            .get_by_type_mut::<DrdynvcServer>()
+            .and_then(|svc| svc.channel_processor_downcast_mut::<DrdynvcServer>())
+            .ok_or(GfxError::NotReady)?;
+        let dvc_id = drdynvc.get_channel_id_by_type::<GfxChannel>().ok_or(GfxError::NotReady)?;
+        let mut dvc = drdynvc.dvc_by_id_mut::<GfxChannel>(dvc_id).ok_or(GfxError::NotReady)?;
+        let messages = make(dvc.processor_mut())?;
+        let svc_messages = encode_dvc_messages(dvc_id, messages, ChannelFlags::SHOW_PROTOCOL).map_err(|e| GfxError::Encode(e.to_string()))?;
+        server_encode_svc_messages(svc_messages, svc_id, user).map_err(|e| GfxError::Encode(e.to_string()))
     }
 
     /// Decide what one PDU from the client means.
@@ -421,6 +457,51 @@ mod tests {
         // Channel PDU header: total length, then CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST.
         assert_eq!(&data[..8], &[4, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(rdhost_encomsp::decode_all(&data[8..]).unwrap(), vec![pdu]);
+    }
+
+    /// A state whose client joined drdynvc on channel `DRDYNVC`, with the graphics pipeline
+    /// registered and a client that opens it (as channel 1, display control being 0).
+    fn gfx_state() -> ActiveState {
+        let mut channels = StaticChannelSet::new();
+        channels.insert(DrdynvcServer::new().with_dynamic_channel(GfxChannel::new()));
+        channels.attach_channel_id(std::any::TypeId::of::<DrdynvcServer>(), DRDYNVC);
+        ActiveState::new(CHANNELS, channels)
+    }
+
+    const DRDYNVC: u16 = 1006;
+
+    /// What a client sends on drdynvc: `payload` (a DVC PDU) in one chunk.
+    fn drdynvc(payload: Vec<u8>) -> Vec<u8> {
+        ironrdp_svc::client_encode_svc_messages(vec![SvcMessage::from(payload)], DRDYNVC, CHANNELS.user).unwrap()
+    }
+
+    #[test]
+    fn the_graphics_pipeline_is_ready_once_the_client_opened_it_and_advertised() {
+        use ironrdp_egfx::pdu::{CapabilitiesAdvertisePdu, CapabilitiesV81Flags, CapabilitySet, GfxPdu};
+        let mut state = gfx_state();
+        assert_eq!(state.gfx_status(), None, "not open before the client says so");
+        assert!(state.gfx_send(|_| Ok(Vec::new())).is_err());
+        // DYNVC_CAPS_RSP (version 2): the server asks to create its channels.
+        let actions = state.process(&drdynvc(vec![0x50, 0x00, 0x02, 0x00])).unwrap();
+        assert!(matches!(actions[..], [ActiveAction::Write(_)]), "create request: {actions:?}");
+        assert_eq!(state.gfx_status(), None);
+        // DYNVC_CREATE_RSP for channel 0 (the pipeline), status OK: cmd 1 (create), cbId 0.
+        let create_response = vec![0x10, 0x00, 0x00, 0x00, 0x00, 0x00];
+        state.process(&drdynvc(create_response)).unwrap();
+        assert_eq!(state.gfx_status(), Some(GfxStatus::Negotiating));
+        // DYNVC_DATA on channel 0: the client's CapabilitiesAdvertise (v8.1 with AVC420).
+        let caps = [CapabilitySet::V8_1 { flags: CapabilitiesV81Flags::AVC420_ENABLED }];
+        let mut data = vec![0x30, 0x00];
+        data.extend(encode_vec(&GfxPdu::CapabilitiesAdvertise(CapabilitiesAdvertisePdu::from_typed(&caps))).unwrap());
+        let actions = state.process(&drdynvc(data)).unwrap();
+        assert!(matches!(actions[..], [ActiveAction::Write(_)]), "the confirm goes out: {actions:?}");
+        assert_eq!(state.gfx_status(), Some(GfxStatus::Ready { avc420: true, generation: 1 }));
+        assert!(state.gfx_frames().is_some_and(InFlight::can_send));
+        let bytes = state.gfx_send(|gfx| gfx.reset_surface(rdhost_desktop::Size::new(640, 480))).unwrap();
+        assert!(!bytes.is_empty());
+        // DYNVC_CLOSE of channel 0: gone, and the terminal falls back.
+        state.process(&drdynvc(vec![0x40, 0x00])).unwrap();
+        assert_eq!(state.gfx_status(), None);
     }
 
     #[test]

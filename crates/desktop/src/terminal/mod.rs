@@ -35,7 +35,7 @@ pub use probe::find_text;
 use keymap::{KeyAction, KeyModes, Keyboard};
 use mouse::{Mouse, MouseAction, MouseModes};
 use render::{Renderer, grid_for};
-use selection::{Selection, SelectionAction, Span};
+use selection::{Extent, Selection, SelectionAction, Span};
 
 /// How long processes get between SIGHUP and SIGKILL when a session ends.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
@@ -179,9 +179,9 @@ struct Requests {
     scroll_pages: i64,
     terminate: bool,
     /// Show this selection (`Some(None)`: none).
-    highlight: Option<Option<Span>>,
+    highlight: Option<Option<Extent>>,
     /// Copy the text of this selection to the clipboard.
-    copy: Option<Span>,
+    copy: Option<Extent>,
 }
 
 struct Shared {
@@ -470,16 +470,16 @@ impl Shared {
         match action {
             SelectionAction::None => {}
             SelectionAction::Highlight(span) => self.request(|r| r.highlight = Some(span)),
-            SelectionAction::Copy(span) => self.request(|r| {
-                r.highlight = Some(Some(span));
-                r.copy = Some(span);
+            SelectionAction::Copy(extent) => self.request(|r| {
+                r.highlight = Some(Some(extent));
+                r.copy = Some(extent);
             }),
         }
     }
 
     /// The selection's text becomes the clipboard: pasted here, offered to the clients.
-    fn copy(&self, span: Span) {
-        let text = selection::text_of(lock(&self.term).parser.screen(), span);
+    fn copy(&self, extent: Extent) {
+        let text = selection::text_of_extent(lock(&self.term).parser.screen(), extent);
         if text.is_empty() {
             return;
         }
@@ -563,11 +563,14 @@ impl Shared {
             return true;
         }
         // The selection is in view cells: taken before the view moves, dropped when it does.
-        if let Some(span) = r.highlight {
+        // Which cells a word or a line covers is read from the screen here, not in `input`
+        // (the input lock is taken under the term lock, never the other way round).
+        if let Some(extent) = r.highlight {
+            let span = extent.map(|e| selection::resolve(lock(&self.term).parser.screen(), e));
             self.set_highlight(span);
         }
-        if let Some(span) = r.copy {
-            self.copy(span);
+        if let Some(extent) = r.copy {
+            self.copy(extent);
         }
         if let Some(size) = r.resize {
             self.set_highlight(None);
@@ -757,7 +760,7 @@ impl Desktop for TerminalDesktop {
                 if modes.mode == vt100::MouseProtocolMode::None || mods.shift || input.selection.dragging() =>
             {
                 let cell = cell_at(&modes, x, y);
-                let action = if pressed { input.selection.press(cell) } else { input.selection.release(cell) };
+                let action = if pressed { input.selection.press(cell, std::time::Instant::now()) } else { input.selection.release(cell) };
                 drop(input);
                 shared.selection(action);
                 return;

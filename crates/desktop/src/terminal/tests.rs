@@ -398,6 +398,53 @@ async fn a_mouse_drag_copies_the_selected_text_and_shows_it_inverted() {
 }
 
 #[tokio::test]
+async fn a_double_click_copies_a_word_and_a_triple_click_a_line() {
+    let desk = start(Size::new(640, 400));
+    wait_prompt(&desk).await;
+    let mut clipboard = desk.clipboard();
+    let token = token();
+    type_text(&desk, &format!("echo 'say {token}-word/x.y, then (more)'\r"));
+    let (col, row) = wait_for(&desk, "the output", |c| find_from(c, "say ", 1).filter(|&(col, _)| col == 0)).await;
+    let inside = cell_centre(&desk, col + 4 + 3, row);
+
+    // Two clicks on one cell: the word under it, paths and all, as gnome-terminal takes it.
+    for pressed in [true, false, true, false] {
+        click(&desk, MouseButton::Left, pressed, inside);
+    }
+    timeout(WAIT, clipboard.changed()).await.expect("a word copied in time").unwrap();
+    assert_eq!(clipboard.borrow_and_update().as_deref(), Some(format!("{token}-word/x.y,").as_str()));
+    // Shown inverted: the word's first cell, not the blank before it.
+    let m = desk.cell_metrics();
+    let at = |c: u32| ((c as u16) * m.width, (row as u16) * m.height);
+    let ((x, y), (bx, by)) = (at(col + 4), at(col + 3));
+    wait_for(&desk, "the inverted word", |c| (c.read(Rect::new(x, y, 1, 1))[..3] != [0, 0, 0]).then_some(())).await;
+    assert_eq!(desk.canvas().read(Rect::new(bx, by, 1, 1))[..3], [0, 0, 0], "the blank before the word is not selected");
+
+    // Three clicks: the whole line, with its line end (as xterm copies it). (The second click
+    // copies the word again on the way.)
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..3 {
+        click(&desk, MouseButton::Left, true, inside);
+        click(&desk, MouseButton::Left, false, inside);
+    }
+    let line = format!("say {token}-word/x.y, then (more)\n");
+    let copied = timeout(WAIT, clipboard.wait_for(|t| t.as_deref() == Some(line.as_str()))).await.is_ok_and(|r| r.is_ok());
+    assert!(copied, "the line was not copied: {:?}", clipboard.borrow().as_deref());
+    clipboard.borrow_and_update();
+
+    // Clicks far apart in time are single clicks: nothing copied.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    click(&desk, MouseButton::Left, true, inside);
+    click(&desk, MouseButton::Left, false, inside);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    click(&desk, MouseButton::Left, true, inside);
+    click(&desk, MouseButton::Left, false, inside);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!clipboard.has_changed().unwrap(), "{:?}", clipboard.borrow());
+    desk.terminate();
+}
+
+#[tokio::test]
 async fn pastes_type_the_clients_text_or_the_own_selection_into_the_shell() {
     let desk = start(Size::new(640, 400));
     wait_prompt(&desk).await;

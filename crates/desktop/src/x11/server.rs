@@ -384,6 +384,13 @@ Section "ServerFlags"
     Option "DontZap" "true"
 EndSection
 
+# No GLX: it maps Mesa's software renderer and libLLVM, ~54 MiB of a session's ~67 MiB, for a
+# framebuffer in memory that no client can accelerate anyway. Every extension capture and input
+# use (DAMAGE, MIT-SHM, XFIXES, XTEST, RANDR, XKEYBOARD) is built into the server.
+Section "Module"
+    Disable "glx"
+EndSection
+
 Section "Device"
     Identifier "rdhost-dummy"
     Driver "dummy"
@@ -468,6 +475,8 @@ async fn start_x_server(
             let max = opts.max_size.unwrap_or(Size::new(opts.size.width.max(XVFB_DEFAULT_MAX.width), opts.size.height.max(XVFB_DEFAULT_MAX.height)));
             let mut cmd = Command::new(program);
             cmd.arg("-screen").arg("0").arg(format!("{}x{}x24", max.width, max.height));
+            // As for Xorg (see `xorg_config`): GLX would map Mesa and libLLVM, ~52 MiB.
+            cmd.args(["-extension", "GLX"]);
             cmd
         }
     };
@@ -750,6 +759,39 @@ mod tests {
     async fn end_of(opts: SessionServerOptions) -> DesktopEnd {
         let server = tokio::time::timeout(Duration::from_secs(20), SessionServer::start(opts)).await.expect("starts in time").expect("starts");
         tokio::time::timeout(Duration::from_secs(20), server.wait()).await.expect("ends in time")
+    }
+
+    /// Every installed kind of session server starts without GLX (Mesa and libLLVM, most of its
+    /// memory) and with every extension capture and input need.
+    #[tokio::test]
+    async fn session_servers_run_without_glx_and_with_what_capture_and_input_use() {
+        let kinds: Vec<XServerKind> = [XServerPreference::XorgDummy, XServerPreference::Xvfb]
+            .into_iter()
+            .filter_map(|pref| find_x_server(pref).ok())
+            .collect();
+        if kinds.is_empty() && x_server().is_none() {
+            return;
+        }
+        for kind in kinds {
+            let dir = runtime_dir();
+            let mut opts = SessionServerOptions::new(kind, Size::new(800, 600), dir.path().to_owned());
+            opts.user_xsession = false;
+            opts.session_command = "exec sleep 1000".into();
+            let server = tokio::time::timeout(Duration::from_secs(20), SessionServer::start(opts)).await.expect("starts in time").expect("starts");
+            // `connect` fails naming any extension capture needs that is missing.
+            let connected = crate::x11::display::connect(server.display()).expect("connects with every extension capture needs");
+            let listed = x11rb::protocol::xproto::ConnectionExt::list_extensions(&connected.conn).expect("asks").reply().expect("lists extensions");
+            let names: Vec<String> = listed
+                .names
+                .iter()
+                .map(|n| String::from_utf8_lossy(&n.name).into_owned())
+                .collect();
+            assert!(names.iter().any(|n| n == "XKEYBOARD"), "{}: no XKEYBOARD in {names:?}", kind.name());
+            assert!(!names.iter().any(|n| n == "GLX"), "{}: GLX is loaded: {names:?}", kind.name());
+            drop(connected);
+            server.terminate();
+            tokio::time::timeout(Duration::from_secs(20), server.wait()).await.expect("ends in time");
+        }
     }
 
     #[tokio::test]

@@ -103,6 +103,7 @@ fn client_config(plan: &Plan, peer: SocketAddr) -> ClientConfig {
         height: plan.size.height,
         connect_timeout: CONNECT_TIMEOUT,
         client_name,
+        gfx: plan.gfx,
         ..ClientConfig::default()
     };
     match &plan.target {

@@ -52,6 +52,11 @@ shows the target, the state (connecting, connected, paused, disconnected: why) a
 level. Keyboard and mouse go to the remote desktop (the sharer drops them unless you are
 interactive). The picture is drawn 1:1; a smaller window crops it.
 
+--gfx asks the host for the graphics pipeline (MS-RDPEGFX) with H.264 (AVC420), as mstsc and
+xfreerdp do: far fewer bytes and smoother motion from a host that has it (a host without it
+just sends ordinary bitmap updates). --gfx no-avc offers the pipeline without H.264. It is off by default because H.264 is lossy (small text is slightly soft) and the default
+path (RemoteFX, or lossless bitmaps) keeps every pixel the host has.
+
 --snapshot FILE.png runs without a window, even when a display exists: it connects, waits for
 the first picture (at most 30 s: a sharer that never grants view access ends it with an error),
 keeps receiving for --after-ms (default 1000), writes the PNG and exits 0.
@@ -68,6 +73,27 @@ Examples:
   rdhost view --invitation '<E><A KH=\"…\" ID=\"…\"/><C><T ID=\"1\" SID=\"0\"><L P=\"3390\" N=\"192.168.1.5\"/></T></C></E>' --password - --request-control view
   rdhost view --listen 0.0.0.0:5500 --invitation inv.msrcIncident --password 'the-pw'
   rdhost view --invitation inv.msrcIncident --password 'the-pw' --request-control view --snapshot shot.png --after-ms 2000";
+
+/// What `--gfx` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GfxArg {
+    /// The graphics pipeline with H.264 (AVC420; AVC444 is decoded too).
+    Avc420,
+    /// The graphics pipeline without H.264.
+    NoAvc,
+    /// No graphics pipeline (the default).
+    Off,
+}
+
+impl From<GfxArg> for rdhost_client::Gfx {
+    fn from(arg: GfxArg) -> Self {
+        match arg {
+            GfxArg::Avc420 => rdhost_client::Gfx::Avc420,
+            GfxArg::NoAvc => rdhost_client::Gfx::NoAvc,
+            GfxArg::Off => rdhost_client::Gfx::Off,
+        }
+    }
+}
 
 /// The control level to ask the sharer for (`--request-control`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +142,10 @@ pub struct ViewArgs {
     /// its own size.
     #[arg(long, value_name = "WxH")]
     pub size: Option<Size>,
+    /// Offer the graphics pipeline (MS-RDPEGFX): H.264 (`--gfx` alone is `--gfx avc420`), or
+    /// without H.264 (`no-avc`). Off by default: H.264 is lossy; see above.
+    #[arg(long, value_name = "MODE", value_enum, num_args = 0..=1, default_missing_value = "avc420")]
+    pub gfx: Option<GfxArg>,
 }
 
 /// Runs `rdhost view`. Blocking: the window needs the main thread.

@@ -72,6 +72,8 @@ pub struct Plan {
     pub name: String,
     pub request: Option<RequestedLevel>,
     pub size: Size,
+    /// Whether to offer the graphics pipeline (`--gfx`).
+    pub gfx: rdhost_client::Gfx,
 }
 
 impl Plan {
@@ -100,6 +102,7 @@ impl Plan {
             name,
             request: args.request_control,
             size: args.size.unwrap_or_default(),
+            gfx: args.gfx.map(Into::into).unwrap_or_default(),
         })
     }
 

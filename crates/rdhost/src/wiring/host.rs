@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::task::LocalPoolHandle;
 use tracing::{debug, info, warn};
 
+use super::memory::return_freed_memory;
 use super::desktops::DesktopSource;
 use super::gate::Gate;
 use crate::auth::{AuthError, Authenticator, Identity};
@@ -291,7 +292,8 @@ impl Host {
             let host = Arc::clone(&self);
             let (size, layout, run_as) = (terminal.client().size, terminal.client().keyboard_layout, identity.run_as.clone());
             let session = logon.session;
-            self.runtime.spawn(async move { host.start_desktop(session, run_as, size, layout).await });
+            let client_address = peer.ip();
+            self.runtime.spawn(async move { host.start_desktop(session, run_as, client_address, size, layout).await });
         }
         info!(%peer, user = identity.user, session = logon.session, kind = ?logon.kind, "terminal {} shows session {}", terminal_id.0, logon.session);
 
@@ -402,10 +404,12 @@ impl Host {
         self: Arc<Self>,
         session: SessionId,
         run_as: Option<crate::auth::SystemUser>,
+        client_address: std::net::IpAddr,
         size: rdhost_desktop::Size,
         layout: rdhost_desktop::KeyboardLayout,
     ) {
-        let started = self.desktop_source.start(session, run_as.as_ref(), size, layout, &self.control_socket).await;
+        let started =
+            self.desktop_source.start(session, run_as.as_ref(), Some(client_address), size, layout, &self.control_socket).await;
         let desktop = match started {
             Ok(desktop) => desktop,
             Err(e) => {
@@ -459,6 +463,10 @@ impl Host {
             state.table.end_effects(session, natural, SystemTime::now())
         });
         self.apply(effects);
+        // The desktop's canvas, stage and capture buffers go with the last reference; the
+        // connection's trim has long passed by then (see `memory`).
+        drop(desktop);
+        return_freed_memory();
     }
 
     /// The running desktop of `session`, waiting while it starts; `None` if it never will.
@@ -616,18 +624,6 @@ impl Host {
         }
         // Let the goodbye PDUs reach the clients.
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A connection's buffers (several frames of a full screen) are freed when it ends, but glibc
-/// keeps freed memory in its heaps: measured with x11 sessions at 1280x800, the host's RSS grew
-/// ~20 MB per disconnected session of which ~15 MB came back with `malloc_trim`. Trimming once
-/// per ended connection costs a few milliseconds.
-fn return_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -6,6 +6,7 @@ mod control;
 mod desktops;
 mod gate;
 mod host;
+mod memory;
 mod sharing;
 pub mod sharer;
 
@@ -34,7 +35,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let identity = tls::load_or_generate(&state).context("cannot set up the TLS certificate")?;
     let tls_config = identity.server_config().context("cannot use the TLS certificate")?;
-    let authenticator = auth::build_for_serve(config.auth, state.users_file(), RunAsPolicy::detect())?;
+    let authenticator = auth::build_for_serve(config.auth, &config.pam_service, state.users_file(), RunAsPolicy::detect())?;
 
     let security = match config.security {
         SecurityMode::Tls => rdhost_rdp::Security::Tls,
@@ -49,6 +50,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         codec: match config.codec {
             CodecChoice::Auto => rdhost_rdp::CodecPreference::Auto,
             CodecChoice::Lossless => rdhost_rdp::CodecPreference::Lossless,
+            CodecChoice::NoH264 => rdhost_rdp::CodecPreference::NoH264,
         },
         public_key: identity.public_key.clone(),
     };

@@ -143,8 +143,8 @@ async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     // No accounts log on here; the authenticator is never asked.
     let authenticator = auth::build(config.auth, state.users_file(), RunAsPolicy::detect());
     let desktop_source = match &display {
-        Some(d) => DesktopSource::Display { display: d.clone() },
-        None => DesktopSource::Terminal { font_px: args.font_px },
+        Some(d) => DesktopSource::display(d.clone()),
+        None => DesktopSource::terminal(args.font_px),
     };
     let host = Host::new(&config, authenticator, accept, desktop_source, Admission::InvitationsOnly, tokio::runtime::Handle::current());
     let local = match &listener {

@@ -211,6 +211,11 @@ impl Xfreerdp {
     /// an invitation file must come first); returns at once. For clients that are not tied to a
     /// [`Host`], such as attendees of a sharer.
     pub fn start_args(args: &[String], label: &str) -> Xfreerdp {
+        Self::start_args_env(args, &[], label)
+    }
+
+    /// [`Xfreerdp::start_args`] with `env` set for the client (FreeRDP's `WLOG_*` logging, say).
+    pub fn start_args_env(args: &[String], env: &[(&str, &str)], label: &str) -> Xfreerdp {
         let xvfb = Xvfb::start();
         let home = xvfb.dir().join("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -219,6 +224,7 @@ impl Xfreerdp {
             "xfreerdp",
             xvfb.command("xfreerdp")
                 .args(args)
+                .envs(env.iter().copied())
                 .env("HOME", &home)
                 .env("XDG_CONFIG_HOME", home.join(".config"))
                 .stdout(log("xfreerdp.out"))
