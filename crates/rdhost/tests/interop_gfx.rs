@@ -10,7 +10,7 @@
 mod common;
 
 use common::xfreerdp::{Shot, WAIT, Xfreerdp, tools_present, wait_until};
-use common::{Host, shell_token};
+use common::{Host, RECORDER_IDLE, RECORDER_PRESSED, shell_token};
 
 const ALICE: (&str, &str) = ("alice", "alice-pw-1");
 const BOB: (&str, &str) = ("bob", "bob-pw-1");
@@ -200,9 +200,6 @@ fn a_host_set_to_lossless_or_no_h264_offers_no_graphics_pipeline() {
     }
 }
 
-/// The recorder's window colour before any key press, and after the first (see rdhost-xprobe).
-const RECORDER_IDLE: [u8; 3] = [0x33, 0x66, 0xcc];
-const RECORDER_PRESSED: [u8; 3] = [0xcc, 0x66, 0x33];
 
 #[test]
 fn xfreerdp_gfx_avc420_shows_an_x_session_within_tolerance_and_its_keys_arrive() {
@@ -210,11 +207,7 @@ fn xfreerdp_gfx_avc420_shows_an_x_session_within_tolerance_and_its_keys_arrive()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("recorder.log");
-    std::fs::write(&record, "").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let command = format!("exec {} --override-redirect > {} 2>&1", common::workspace_bin("rdhost-xrecorder").display(), record.display());
+    let (record, command) = common::recorder_command(dir.path());
     let host = Host::start(&[ALICE], &format!("desktop = \"x11\"\nsession_command = {command:?}\n"));
 
     let client = open(&host, ALICE, &["/gfx:avc420"], "x11");

@@ -8,7 +8,7 @@
 mod common;
 
 use common::xfreerdp::{HEIGHT, WAIT, WIDTH, Xfreerdp, tools_present, wait_until};
-use common::{Host, shell_token};
+use common::{Host, RECORDER_IDLE, RECORDER_PRESSED, shell_token};
 
 const USER: (&str, &str) = ("alice", "alice-pw-1");
 
@@ -150,9 +150,6 @@ fn xfreerdp_exits_with_the_logoff_code_when_the_shell_exits() {
 // ---------------------------------------------------------------------------------------------
 // X desktops through xfreerdp.
 
-/// The recorder's window colour before any key press, and after the first (see rdhost-xprobe).
-const RECORDER_IDLE: [u8; 3] = [0x33, 0x66, 0xcc];
-const RECORDER_PRESSED: [u8; 3] = [0xcc, 0x66, 0x33];
 
 #[test]
 fn xfreerdp_shows_an_x_session_and_reconnects_to_the_same_x_server() {
@@ -161,11 +158,7 @@ fn xfreerdp_shows_an_x_session_and_reconnects_to_the_same_x_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("recorder.log");
-    std::fs::write(&record, "").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let command = format!("exec {} --override-redirect > {} 2>&1", common::workspace_bin("rdhost-xrecorder").display(), record.display());
+    let (record, command) = common::recorder_command(dir.path());
     let host = Host::start(&[USER], &format!("desktop = \"x11\"\nsession_command = {command:?}\n"));
 
     let mut first = Xfreerdp::open(&host, USER, "x11-first");

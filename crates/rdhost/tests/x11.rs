@@ -11,13 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Host, artifacts_dir, workspace_bin, x_servers_of};
+use common::{Host, RECORDER_IDLE, artifacts_dir, workspace_bin, x_servers_of};
 use rdhost_client::{Button, Client};
 
 const WAIT: Duration = Duration::from_secs(30);
 const USER: (&str, &str) = ("alice", "alice-pw-1");
-/// The recorder's window colour before any key press (see rdhost-xprobe).
-const RECORDER_IDLE: [u8; 3] = [0x33, 0x66, 0xcc];
 
 /// Are these programs installed? When not: panic under CI, otherwise say why and return false.
 fn have(test: &str, tools: &[(&str, &str)]) -> bool {
@@ -58,13 +56,7 @@ struct RecorderSession {
 impl RecorderSession {
     fn start(extra_config: &str) -> RecorderSession {
         let dir = tempfile::tempdir().unwrap();
-        // World-writable: the session may run as another user than the test.
-        let log = dir.path().join("recorder.log");
-        std::fs::write(&log, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let command = format!("exec {} --override-redirect > {} 2>&1", workspace_bin("rdhost-xrecorder").display(), log.display());
+        let (log, command) = common::recorder_command(dir.path());
         let host = Host::start(&[USER], &format!("{}{extra_config}", x11_config(&command)));
         RecorderSession { host, log, _dir: dir }
     }

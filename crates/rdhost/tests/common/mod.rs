@@ -360,3 +360,20 @@ impl Drop for EventStream {
         let _ = self.child.wait();
     }
 }
+
+/// The colour of `rdhost-xrecorder`'s window before any key press, and after the first.
+pub const RECORDER_IDLE: [u8; 3] = [0x33, 0x66, 0xcc];
+pub const RECORDER_PRESSED: [u8; 3] = [0xcc, 0x66, 0x33];
+
+/// A session command running `rdhost-xrecorder` (a full-screen window that logs its input) with
+/// its log at `dir/recorder.log`, returned with the command. The log and `dir` are
+/// world-writable/readable: the session may run as another user than the test.
+pub fn recorder_command(dir: &Path) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("recorder.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = format!("exec {} --override-redirect > {} 2>&1", workspace_bin("rdhost-xrecorder").display(), log.display());
+    (log, command)
+}
