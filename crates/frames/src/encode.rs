@@ -1,7 +1,6 @@
 //! Encoders: a frame's changed rectangles into fast-path update bytes for one codec profile.
 
 use ironrdp_core::encode_vec;
-use ironrdp_graphics::rdp6::BitmapStreamEncoder;
 use ironrdp_pdu::bitmap::{BitmapData, BitmapUpdateData, Compression, CompressedDataHeader};
 use ironrdp_pdu::fast_path::UpdateCode;
 use ironrdp_pdu::geometry::{ExclusiveRectangle, InclusiveRectangle};
@@ -10,6 +9,7 @@ use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{CanvasUpdate, Frame, Rect};
 
 use crate::fastpath::fastpath_updates;
+use crate::planar::{PlanarCompression, PlanarEncoder, PlanarSource};
 use crate::rfx::encode_rfx;
 
 /// How a terminal wants its pixels. Terminals with equal profiles can share encoded bytes.
@@ -250,32 +250,27 @@ fn destination(r: Rect) -> InclusiveRectangle {
     InclusiveRectangle { left: r.x, top: r.y, right: r.x + r.width - 1, bottom: r.y + r.height - 1 }
 }
 
-/// The planar format header bit saying "no alpha plane" (MS-RDPEGDI 2.2.2.5.1, NA).
-const PLANAR_NO_ALPHA: u8 = 0x20;
-
 /// An RDP 6.0 planar bitmap, RLE-compressed; `alpha`: with an opaque alpha plane (see
 /// [`CodecProfile::PlanarWithAlpha`]).
 fn planar_bitmap(region: &CanvasUpdate, alpha: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let r = region.rect;
     let bitmap_width = planar_width(r.width);
     let uncompressed_size = bitmap_size(region, bitmap_width, 4, "planar bitmap")?;
-    let (width, height) = (usize::from(bitmap_width), usize::from(r.height));
-    let rows = || padded_rows_bottom_up(region, bitmap_width);
-    let planes = (rows().map(|p| p[2]), rows().map(|p| p[1]), rows().map(|p| p[0]));
-    let mut encoder = BitmapStreamEncoder::new(width, height);
-    // RLE can expand incompressible planes slightly beyond raw size.
-    let mut buf = vec![0u8; width * height * 4 + 1024];
-    let encoded = if alpha {
-        let (r, g, b) = planes;
-        encoder.encode_channels_stream_alpha((r, g, b, std::iter::repeat_n(0xFF, width * height)), &mut buf, true).inspect(|_| {
-            // ironrdp-graphics 0.11 writes the alpha plane but still sets NA in the header: a
-            // decoder trusting the header would read the alpha plane as red. Say what is there.
-            buf[0] &= !PLANAR_NO_ALPHA;
-        })
-    } else {
-        encoder.encode_channels_stream(planes, &mut buf, true)
+    let width = usize::from(r.width);
+    // Rows bottom-up and padded by repeating their last pixel, as `padded_rows_bottom_up` has them.
+    let src = PlanarSource {
+        pixels: &region.pixels,
+        width,
+        height: usize::from(r.height),
+        stride: width * BYTES_PER_PIXEL,
+        bottom_up: true,
+        padded_width: usize::from(bitmap_width),
     };
-    let len = encoded.map_err(|e| EncodeError::Codec { what: "planar bitmap", detail: format!("{e:?}") })?;
+    // Always RLE: rdesktop takes no other planar bitmap. With `alpha` the NA header bit is clear.
+    let mut buf = Vec::new();
+    let len = PlanarEncoder::new()
+        .encode(&src, alpha, PlanarCompression::Rle, &mut buf)
+        .map_err(|e| EncodeError::Codec { what: "planar bitmap", detail: e.to_string() })?;
     let main_body_size = u16::try_from(len)
         .map_err(|_| EncodeError::Codec { what: "planar bitmap", detail: format!("{len} compressed bytes do not fit one bitmap") })?;
     bitmap_update(

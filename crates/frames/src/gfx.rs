@@ -1,11 +1,11 @@
 //! Commands of the graphics pipeline (MS-RDPEGFX) for GFX profiles, made once per profile by
 //! the stage and shared by every terminal of it, like fast-path bytes are for the others.
 
-use ironrdp_graphics::rdp6::{BgrAChannels, BitmapStreamEncoder};
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{CanvasUpdate, Rect};
 
 use crate::encode::EncodeError;
+use crate::planar::{PlanarCompression, PlanarEncoder, PlanarSource};
 
 /// One command of an EGFX frame, in surface coordinates (the surface is the feed's whole screen).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +31,13 @@ pub fn planar_command(update: &CanvasUpdate) -> Result<GfxCommand, EncodeError> 
     if w == 0 || h == 0 || update.pixels.len() != w * h * BYTES_PER_PIXEL {
         return Err(EncodeError::Codec { what: "gfx planar", detail: format!("{} bytes are not a {w}x{h} rectangle", update.pixels.len()) });
     }
-    let raw = w * h * 3 + 1; // header, three planes, the pad byte of an uncompressed stream
-    // RLE of incompressible planes takes up to 16 bytes for 15 pixels.
-    let mut buf = vec![0u8; raw + raw / 8 + 64];
-    let mut encoder = BitmapStreamEncoder::new(w, h);
-    let len = match encoder.encode_bitmap::<BgrAChannels>(&update.pixels, &mut buf, true) {
-        Ok(len) if len <= raw => len,
-        // Noise: raw planes are smaller than their runs, and decoders take both.
-        _ => encoder
-            .encode_bitmap::<BgrAChannels>(&update.pixels, &mut buf, false)
-            .map_err(|e| EncodeError::Codec { what: "gfx planar", detail: format!("{e:?}") })?,
-    };
-    buf.truncate(len);
+    let src = PlanarSource { pixels: &update.pixels, width: w, height: h, stride: w * BYTES_PER_PIXEL, bottom_up: false, padded_width: w };
+    // Noise: raw planes are smaller than their runs, and decoders take both.
+    let mut buf = Vec::new();
+    PlanarEncoder::new()
+        .encode(&src, false, PlanarCompression::Smallest, &mut buf)
+        .map_err(|e| EncodeError::Codec { what: "gfx planar", detail: e.to_string() })?;
+    // The encoder reserved for the worst case; the command may be held a while.
+    buf.shrink_to_fit();
     Ok(GfxCommand::Planar { rect: r, data: buf })
 }

@@ -10,6 +10,7 @@ mod encode;
 mod fastpath;
 mod gfx;
 mod h264;
+pub mod planar;
 mod pointer;
 mod rfx;
 mod stage;
