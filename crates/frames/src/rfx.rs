@@ -63,12 +63,16 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
     let mut coded: Vec<CodedTile> = (0..tile_count).map(|_| CodedTile::default()).collect();
     let encode_range = |first: usize, tiles: &mut [CodedTile]| {
         let mut scratch = Scratch::new();
+        let mut solids = SolidTiles::default();
         for (i, tile) in tiles.iter_mut().enumerate() {
             let index = first + i;
             let (x, y) = ((index % tiles_x) * TILE, (index / tiles_x) * TILE);
             let (tw, th) = ((width - x).min(TILE), (height - y).min(TILE));
             let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
-            encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile);
+            match solid_colour(input, stride, tw, th) {
+                Some(colour) => solids.code(colour, tile, |tile| encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile)),
+                None => encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile),
+            }
         }
     };
     // Tiles are independent: a large update is split across the cores (a full 1920x1080 frame
@@ -125,8 +129,42 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
     Ok(out)
 }
 
-/// One tile's coded components, Y then Cb then Cr, and the length of each.
+/// The colour of a tile whose pixels are all one colour (the X byte aside), else `None`.
+fn solid_colour(input: &[u8], stride: usize, tw: usize, th: usize) -> Option<u32> {
+    let colour = |px: &[u8]| u32::from_le_bytes([px[0], px[1], px[2], 0]);
+    let first = colour(input);
+    (0..th).all(|row| input[row * stride..][..tw * BYTES_PER_PIXEL].chunks_exact(BYTES_PER_PIXEL).all(|px| colour(px) == first)).then_some(first)
+}
+
+/// Coded single-colour tiles of one encode, by colour. A tile of one colour codes the same
+/// whatever its size (short tiles repeat their edge), so flat areas (backgrounds, a window
+/// filled with one colour) are coded once per colour and copied: a 1024x768 solid-colour
+/// change costs about a tenth of coding its 192 tiles.
 #[derive(Default)]
+struct SolidTiles {
+    coded: Vec<(u32, CodedTile)>,
+}
+
+impl SolidTiles {
+    /// A handful of colours per encode is what flat screens have; beyond that, code afresh.
+    const MAX: usize = 8;
+
+    fn code(&mut self, colour: u32, tile: &mut CodedTile, encode: impl FnOnce(&mut CodedTile)) {
+        if let Some((_, coded)) = self.coded.iter().find(|(c, _)| *c == colour) {
+            tile.bytes.clear();
+            tile.bytes.extend_from_slice(&coded.bytes);
+            tile.lengths = coded.lengths;
+            return;
+        }
+        encode(tile);
+        if self.coded.len() < Self::MAX {
+            self.coded.push((colour, tile.clone()));
+        }
+    }
+}
+
+/// One tile's coded components, Y then Cb then Cr, and the length of each.
+#[derive(Default, Clone)]
 struct CodedTile {
     bytes: Vec<u8>,
     lengths: [usize; 3],
@@ -578,6 +616,38 @@ mod tests {
                 assert!(db >= min_db, "{name}: PSNR {db:.1} dB");
             }
         }
+    }
+
+    #[test]
+    fn solid_tiles_are_coded_as_a_full_encode_codes_them() {
+        // Flat areas of three colours, partial tiles at the edges, one textured band, and a
+        // tile that differs from its colour in one pixel only (it must not take the copy).
+        let update = picture(200, 150, |x, y| match (x / 64, y) {
+            _ if (70..80).contains(&y) => text(x, y),
+            _ if (x, y) == (5, 140) => [1, 2, 3],
+            (0, _) => [10, 200, 30],
+            (1, _) => [250, 250, 250],
+            _ => [0, 0, 90],
+        });
+        for rlgr3 in [false, true] {
+            let message = encode_rfx(&update, Size::new(200, 150), rlgr3, 1).unwrap();
+            let parsed = MessageDecoder::new().parse(&message).unwrap();
+            let tiles = &parsed.frames[0].tile_set.tiles;
+            let mode = if rlgr3 { EntropyAlgorithm::Rlgr3 } else { EntropyAlgorithm::Rlgr1 };
+            let mut scratch = Scratch::new();
+            for tile in tiles {
+                let (x, y) = (usize::from(tile.x) * TILE, usize::from(tile.y) * TILE);
+                let (tw, th) = ((200 - x).min(TILE), (150 - y).min(TILE));
+                let mut alone = CodedTile::default();
+                encode_tile(&update.pixels[(y * 200 + x) * 4..], 200 * 4, tw, th, mode, &mut scratch, &mut alone);
+                let got = [&tile.y_data[..], &tile.cb_data[..], &tile.cr_data[..]].concat();
+                assert_eq!(got, alone.bytes, "tile ({}, {}) rlgr3={rlgr3}", tile.x, tile.y);
+            }
+            assert!(psnr(&update, &decode(&message, 200, 150)) > 30.0);
+        }
+        assert_eq!(solid_colour(&update.pixels[(128 * 200) * 4..], 200 * 4, 64, 22), None, "one odd pixel");
+        assert_eq!(solid_colour(&update.pixels[(128 * 200 + 64) * 4..], 200 * 4, 64, 22), Some(0x00fa_fafa));
+        assert_eq!(solid_colour(&update.pixels[(128 * 200 + 192) * 4..], 200 * 4, 8, 22), Some(0x0000_005a));
     }
 
     #[test]
