@@ -228,6 +228,9 @@ pub struct ProfileStats {
     pub private_encodes: u64,
     /// Encodes whose damage the profile still remembers (at most [`Stage::HISTORY`]).
     pub retained_deltas: usize,
+    /// GFX: the bit rate its H.264 encoder aims at, the lowest its feeds asked for (`None`:
+    /// none asked; by screen area).
+    pub h264_bitrate: Option<u32>,
 }
 
 /// What one terminal is to show next. `size` is the screen size it was encoded at (the
@@ -300,8 +303,11 @@ struct GroupState {
     last_key: Option<Instant>,
     /// GFX: something went lossy; refine it (as planar) once no H.264 picture followed by then.
     refine_at: Option<Instant>,
-    /// GFX: the H.264 bit rate feeds asked for (`None`: by screen area).
-    bitrate: Option<u32>,
+    /// GFX: the H.264 bit rates feeds asked for, by feed; the encoder takes the lowest, so
+    /// the slowest terminal of the group sets the pace (none: by screen area).
+    bitrates: HashMap<u64, u32>,
+    /// The number the next feed of this group gets (the key of `bitrates`).
+    next_feed: u64,
 }
 
 struct Worker {
@@ -408,6 +414,8 @@ impl Stage {
         let group = Arc::clone(groups.entry(profile).or_insert_with(|| Arc::new(Group::new(profile, canvas, &self.inner.totals))));
         let mut state = lock(&group.state);
         state.feeds += 1;
+        state.next_feed += 1;
+        let id = state.next_feed;
         let seen = state.head;
         drop(state);
         drop(groups);
@@ -417,6 +425,7 @@ impl Stage {
             missed.add(View::new(canvas.size(), profile.region).size().rect());
         }
         Feed {
+            id,
             stage: self.clone(),
             done: group.done.subscribe(),
             changes: canvas.changes(),
@@ -444,6 +453,7 @@ impl Stage {
                     shared_encodes: group.counters.shared.load(Ordering::Relaxed),
                     private_encodes: group.counters.private.load(Ordering::Relaxed),
                     retained_deltas: state.history.len(),
+                    h264_bitrate: state.bitrates.values().min().copied(),
                 }
             })
             .collect();
@@ -477,7 +487,8 @@ impl Group {
                 key_wanted: false,
                 last_key: None,
                 refine_at: None,
-                bitrate: None,
+                bitrates: HashMap::new(),
+                next_feed: 0,
             }),
             done: watch::Sender::new(0),
             counters: Counters::default(),
@@ -493,7 +504,7 @@ impl Group {
         let now = Instant::now();
         let (key, bitrate) = {
             let state = lock(&self.state);
-            (state.key_wanted && state.last_key.is_none_or(|t| now.duration_since(t) >= Stage::KEY_INTERVAL), state.bitrate)
+            (state.key_wanted && state.last_key.is_none_or(|t| now.duration_since(t) >= Stage::KEY_INTERVAL), state.bitrates.values().min().copied())
         };
         let mut taken: Option<(Size, Vec<Rect>)> = None;
         // A panicking encoder must not take the group down with it: every feed would wait forever.
@@ -690,6 +701,8 @@ fn view_updates(view: View, mut taken: Vec<CanvasUpdate>, whole: bool, align: u1
 
 /// One terminal's view of the stage. Dropping it leaves the stage.
 pub struct Feed {
+    /// This feed's number within its group.
+    id: u64,
     stage: Stage,
     group: Arc<Group>,
     /// The newest shared encode this feed has been given (or skipped).
@@ -832,11 +845,15 @@ impl Feed {
         self.missed.add(self.size().rect());
     }
 
-    /// GFX: the bit rate the profile's shared H.264 encoder aims at from its next picture
-    /// (`None`: by screen area, [`H264Encoder::default_bitrate`]). Shared by every feed of the
-    /// profile: the last call wins.
+    /// GFX: the bit rate this terminal can take (`None`: no limit of its own). The profile's
+    /// shared H.264 encoder aims at the lowest any of its feeds asked for, from its next
+    /// picture; with none, by screen area ([`H264Encoder::default_bitrate`]).
     pub fn set_bitrate(&self, bps: Option<u32>) {
-        lock(&self.group.state).bitrate = bps;
+        let mut state = lock(&self.group.state);
+        match bps {
+            Some(bps) => state.bitrates.insert(self.id, bps),
+            None => state.bitrates.remove(&self.id),
+        };
     }
 
     /// A hidden feed is a paused one that the terminal's own pausing and resuming (Suppress
@@ -949,6 +966,7 @@ impl Drop for Feed {
         let mut groups = lock(&self.stage.inner.groups);
         let mut state = lock(&self.group.state);
         state.feeds -= 1;
+        state.bitrates.remove(&self.id);
         let empty = state.feeds == 0;
         drop(state);
         // The last feed of a profile takes the group (its subscription and encoder) with it.

@@ -338,6 +338,25 @@ async fn small_changes_go_planar_large_ones_h264_and_refinement_makes_them_exact
     assert_eq!((stats.shared_encodes, stats.private_encodes), (4, 0));
 }
 
+#[test]
+fn the_slowest_feed_sets_the_bit_rate_of_the_shared_encoder() {
+    let canvas = Arc::new(Canvas::new(SIZE));
+    let stage = Stage::new(Arc::clone(&canvas));
+    let asked = |stage: &Stage| stage.stats().profile(GFX).unwrap().h264_bitrate;
+    let (slow, fast, quiet) = (stage.feed(GFX), stage.feed(GFX), stage.feed(GFX));
+    assert_eq!(asked(&stage), None, "nobody asked: by screen area");
+    fast.set_bitrate(Some(8_000_000));
+    slow.set_bitrate(Some(2_000_000));
+    fast.set_bitrate(Some(9_000_000));
+    assert_eq!(asked(&stage), Some(2_000_000), "the lowest ask, whoever asked last");
+    drop(quiet);
+    assert_eq!(asked(&stage), Some(2_000_000));
+    drop(slow);
+    assert_eq!(asked(&stage), Some(9_000_000), "a feed that leaves takes its ask with it");
+    fast.set_bitrate(None);
+    assert_eq!(asked(&stage), None);
+}
+
 #[tokio::test]
 async fn feeds_of_one_profile_share_one_encode_per_change() {
     let canvas = Canvas::new(SIZE);
