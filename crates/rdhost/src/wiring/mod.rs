@@ -61,18 +61,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (is another RDP server running there?)", config.listen))?;
     let local: SocketAddr = listener.local_addr()?;
-    // Scripts and tests read these lines: keep their shape.
-    println!("rdhost listening on {local}");
-    println!("TLS certificate SHA-256 fingerprint: {}", identity.fingerprint);
-    println!("desktop: {}", desktop_source.describe());
-    println!("authentication: {}", authenticator.describe());
-    info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
+    let (desktop, authentication) = (desktop_source.describe(), authenticator.describe());
 
     let host = Host::new(&config, authenticator, accept, desktop_source, host::Admission::Accounts, tokio::runtime::Handle::current());
     host.set_listeners(sharing::listeners_for(local));
+    // Bound before "listening" is printed: whoever reads that line may use the socket at once.
     let control = crate::control::server::bind(&config.control_socket).await?;
     let _socket_file = crate::control::server::SocketFile(config.control_socket.clone());
+    // Scripts and tests read these lines: keep their shape.
+    println!("rdhost listening on {local}");
+    println!("TLS certificate SHA-256 fingerprint: {}", identity.fingerprint);
+    println!("desktop: {desktop}");
+    println!("authentication: {authentication}");
     println!("control socket: {}", config.control_socket.display());
+    info!(%local, cert = %identity.cert_path.display(), generated = identity.generated, "listening");
     tokio::spawn(crate::control::server::serve(control, Arc::clone(&host)));
 
     loop {

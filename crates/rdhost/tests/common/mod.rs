@@ -233,8 +233,10 @@ pub fn add_user_with(state: &Path, name: &str, password: &str, extra: &[&str]) {
 /// A token that only appears on screen when the shell evaluated it (the typed command line
 /// holds `$((a*b))`, the output holds the product).
 pub fn shell_token() -> (String, String) {
+    // Different for every call of a test process: a token already on screen proves nothing.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let a = 1000 + (std::process::id() % 9000);
-    let b = 7 + (Instant::now().elapsed().subsec_nanos() % 90);
+    let b = 7 + CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 90;
     (format!("echo x$(({a}*{b}))y\n"), format!("x{}y", a * b))
 }
 
