@@ -62,6 +62,11 @@ pub struct CompareArgs {
     /// compare: a quiet machine uses at most this % of all its cores (others' programs, not ours).
     #[arg(long, default_value_t = 25.0)]
     pub quiet_busy: f64,
+    /// compare: only the workloads whose key starts with one of these (latency, latency_planar,
+    /// anim_1280x800, scroll, typing, session, viewers, ...); default: all. A partial run writes
+    /// a partial BENCHMARKS.md: use --out elsewhere while profiling.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
 }
 
 pub struct Settings {
@@ -376,8 +381,14 @@ pub async fn run(rdhost: &Path, args: &CompareArgs, quick: bool) -> Result<()> {
 
     // The plan: repetition by repetition, workload by workload, every server in turn (rotated).
     let mut plan = Vec::new();
+    let chosen: Vec<Workload> =
+        Workload::all().into_iter().filter(|w| args.workloads.is_empty() || args.workloads.iter().any(|k| w.key().starts_with(k.as_str()))).collect();
+    if chosen.is_empty() {
+        let keys: Vec<String> = Workload::all().iter().map(|w| w.key()).collect();
+        bail!("--workloads matches none of: {}", keys.join(", "));
+    }
     for rep in 0..s.repeat {
-        for w in Workload::all() {
+        for &w in &chosen {
             for i in 0..kinds.len() {
                 plan.push((rep, w, kinds[(i + rep) % kinds.len()]));
             }
@@ -387,7 +398,7 @@ pub async fn run(rdhost: &Path, args: &CompareArgs, quick: bool) -> Result<()> {
     eprintln!(
         "rdhost-bench: {} measurements ({} workloads x {} servers x {} repetitions), about {} plus waits for a quiet machine",
         plan.len(),
-        Workload::all().len(),
+        chosen.len(),
         kinds.len(),
         s.repeat,
         fmt_secs(nominal_total)
