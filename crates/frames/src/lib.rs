@@ -14,6 +14,7 @@ pub mod planar;
 mod pointer;
 mod rfx;
 mod stage;
+mod tiles;
 
 pub use encode::{CodecProfile, EncodeError, EncodedFrame, Encoder, default_pointer};
 pub use fastpath::fastpath_updates;

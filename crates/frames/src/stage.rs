@@ -81,6 +81,7 @@ use tracing::warn;
 use crate::encode::{CodecProfile, EncodeError, Encoder};
 use crate::gfx::{GfxCommand, planar_command};
 use crate::h264::H264Encoder;
+use crate::tiles::{TileHashes, crop};
 
 /// What terminals must have in common to share encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,19 +184,6 @@ fn fit(rect: Rect, align: u16, width: u16) -> Rect {
         (width - w, w)
     };
     Rect::new(left as u16, rect.y, w as u16, rect.height)
-}
-
-/// The pixels of `rect` out of `update`, which contains it and has all its pixels.
-fn crop(update: &CanvasUpdate, rect: Rect) -> Vec<u8> {
-    let stride = usize::from(update.rect.width) * BYTES_PER_PIXEL;
-    let row = usize::from(rect.width) * BYTES_PER_PIXEL;
-    let dx = usize::from(rect.x - update.rect.x) * BYTES_PER_PIXEL;
-    let dy = usize::from(rect.y - update.rect.y);
-    let mut out = Vec::with_capacity(row * usize::from(rect.height));
-    for y in dy..dy + usize::from(rect.height) {
-        out.extend_from_slice(&update.pixels[y * stride + dx..y * stride + dx + row]);
-    }
-    out
 }
 
 /// Encodes done so far and feeds attached, for tests and benchmarks.
@@ -318,6 +306,8 @@ struct Worker {
     view: Option<View>,
     /// The H.264 side of a GFX profile.
     gfx: GfxWorker,
+    /// Fast-path profiles: each cell of the view as last encoded (tile differencing).
+    tiles: TileHashes,
 }
 
 /// The shared H.264 encoder of a GFX group and what it sent lossy.
@@ -474,6 +464,7 @@ impl Group {
             encoder: Encoder::new(profile.codec, profile.max_request_size),
             view: None,
             gfx: GfxWorker::default(),
+            tiles: TileHashes::default(),
         };
         Group {
             profile,
@@ -561,8 +552,11 @@ impl Group {
         let frame = worker.subscription.take_aligned(align)?;
         let view = View::new(frame.size, self.profile.region);
         let whole = worker.view != Some(view);
-        let regions = view_updates(view, frame.regions, whole, align, &self.canvas);
-        // Damage only outside the region: nothing to encode, nothing to publish.
+        if whole {
+            worker.tiles.reset(view.size());
+        }
+        let regions = worker.tiles.changed(view_updates(view, frame.regions, whole, align, &self.canvas), whole);
+        // Damage only outside the region, or pixels as they were: nothing to encode or publish.
         if regions.is_empty() {
             return None;
         }

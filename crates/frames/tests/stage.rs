@@ -428,3 +428,32 @@ async fn planar_at_an_odd_desktop_width_pads_the_bitmaps_not_the_screen() {
     assert_eq!(shadow.apply(&next(&mut feed).await), vec![Rect::new(57, 5, 4, 1)]);
     assert!(shadow.matches(&canvas));
 }
+
+#[tokio::test]
+async fn a_repaint_of_the_same_pixels_sends_nothing_and_a_change_only_its_cells() {
+    let size = Size::new(256, 128);
+    let canvas = Canvas::new(size);
+    paint(&canvas, size.rect(), 3);
+    let stage = Stage::new(Arc::clone(&canvas));
+    let mut feed = stage.feed(RAW);
+    let mut shadow = Shadow::new();
+    shadow.apply(&next(&mut feed).await);
+
+    paint(&canvas, size.rect(), 3);
+    assert!(idle(&mut feed).await, "the desktop drew what it showed already");
+
+    // One pixel, though the desktop says it drew everything: only its 64x64 cell goes.
+    canvas.draw(|pixels, size| {
+        let i = (70 * usize::from(size.width) + 100) * 4;
+        pixels[i] ^= 0xff;
+        vec![size.rect()]
+    });
+    assert_eq!(shadow.apply(&next(&mut feed).await), vec![Rect::new(64, 64, 64, 64)]);
+    assert!(shadow.matches(&canvas));
+
+    // A terminal that joins now still gets the whole screen.
+    let mut late = stage.feed(RAW);
+    let mut late_shadow = Shadow::new();
+    assert_eq!(late_shadow.apply(&next(&mut late).await), vec![size.rect()]);
+    assert!(late_shadow.matches(&canvas));
+}
