@@ -18,6 +18,9 @@ pub enum GfxCommand {
     /// (codec id PLANAR, pixel format XRGB). Stateless: for small changes, for refinement after
     /// motion, and for any feed that cannot take the shared H.264 stream right now.
     Planar { rect: Rect, data: Vec<u8> },
+    /// `rects`, each filled with one colour (`bgr`: blue, green, red): flat areas (a cleared
+    /// window, a background) cost a few bytes and no decoding, and are exact.
+    SolidFill { bgr: [u8; 3], rects: Vec<Rect> },
 }
 
 /// `update` (BGRX pixels) as a [`GfxCommand::Planar`]: an RDP 6.0 bitmap stream (MS-RDPEGDI

@@ -81,7 +81,7 @@ use tracing::warn;
 use crate::encode::{CodecProfile, EncodeError, Encoder};
 use crate::gfx::{GfxCommand, planar_command};
 use crate::h264::H264Encoder;
-use crate::tiles::{TileHashes, crop};
+use crate::tiles::{TileHashes, crop, cut_cells, solid_colour};
 
 /// What terminals must have in common to share encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -574,13 +574,32 @@ impl Group {
         let frame = worker.subscription.take_aligned(1);
         let view = View::new(frame.as_ref().map_or_else(|| self.canvas.size(), |f| f.size), self.profile.region);
         let whole = worker.view != Some(view);
-        let gfx = &mut worker.gfx;
-        let mut regions = match frame {
+        let regions = match frame {
             Some(frame) => view_updates(view, frame.regions, whole, 1, &self.canvas),
             // A new view always comes with damage (a resize repaints): wait for it.
             None if whole => return None,
             None => Vec::new(),
         };
+        // Flat cells go as solid fills, cut out of what is left to encode (not on a new view:
+        // its first picture paints everything).
+        let mut fills = Vec::new();
+        let regions = if whole { regions } else { solid_fills(regions, &mut fills) };
+        let rest = self.gfx_changes(worker, view, whole, regions, ask, taken);
+        with_fills(rest, fills, view.size(), taken)
+    }
+
+    /// The part of a GFX encode that is not solid fills: small changes and refinements as
+    /// planar, the rest as one H.264 picture of the whole screen.
+    fn gfx_changes(
+        &self,
+        worker: &mut Worker,
+        view: View,
+        whole: bool,
+        mut regions: Vec<CanvasUpdate>,
+        ask: GfxAsk,
+        taken: &mut Option<(Size, Vec<Rect>)>,
+    ) -> Option<Result<(Payload, Option<AvcLink>), EncodeError>> {
+        let gfx = &mut worker.gfx;
         let refine = ask.refine && !whole && !gfx.lossy.is_empty();
         if regions.is_empty() && !refine {
             return None;
@@ -649,6 +668,64 @@ impl Group {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// Take the cells of `regions` that are all one colour out into `fills` (colour, rectangle;
+/// neighbours of one colour in a band of cells merged), and return the rest.
+fn solid_fills(regions: Vec<CanvasUpdate>, fills: &mut Vec<([u8; 4], Rect)>) -> Vec<CanvasUpdate> {
+    let mut rest = Vec::with_capacity(regions.len());
+    for region in regions {
+        cut_cells(region, &mut rest, |part, region| {
+            let Some(colour) = solid_colour(region, part) else {
+                return false;
+            };
+            match fills.last_mut() {
+                Some((c, r)) if *c == colour && (r.y, r.height) == (part.y, part.height) && r.right() == u32::from(part.x) => r.width += part.width,
+                _ => fills.push((colour, part)),
+            }
+            true
+        });
+    }
+    rest
+}
+
+/// A GFX encode's `rest` with the solid `fills` in front: fills alone when nothing else
+/// changed; what `taken` records covers both.
+fn with_fills(
+    rest: Option<Result<(Payload, Option<AvcLink>), EncodeError>>,
+    fills: Vec<([u8; 4], Rect)>,
+    size: Size,
+    taken: &mut Option<(Size, Vec<Rect>)>,
+) -> Option<Result<(Payload, Option<AvcLink>), EncodeError>> {
+    if fills.is_empty() {
+        return rest;
+    }
+    let mut commands: Vec<Arc<GfxCommand>> = Vec::new();
+    let mut by_colour: Vec<([u8; 4], Vec<Rect>)> = Vec::new();
+    for &(colour, rect) in &fills {
+        match by_colour.iter_mut().find(|(c, _)| *c == colour) {
+            Some((_, rects)) => rects.push(rect),
+            None => by_colour.push((colour, vec![rect])),
+        }
+    }
+    for (colour, rects) in by_colour {
+        commands.push(Arc::new(GfxCommand::SolidFill { bgr: [colour[0], colour[1], colour[2]], rects }));
+    }
+    let filled = fills.iter().map(|&(_, rect)| rect);
+    match rest {
+        None => {
+            *taken = Some((size, filled.collect()));
+            Some(Ok((Payload::Gfx(commands), None)))
+        }
+        Some(Ok((Payload::Gfx(more), link))) => {
+            commands.extend(more);
+            if let Some((_, rects)) = taken {
+                rects.extend(filled);
+            }
+            Some(Ok((Payload::Gfx(commands), link)))
+        }
+        other => other,
     }
 }
 

@@ -54,50 +54,17 @@ impl TileHashes {
                 out.push(region);
                 continue;
             }
-            // Per band of cell rows, the runs of changed cells, as x ranges.
-            let mut bands: Vec<(u16, u16, Vec<(u16, u16)>)> = Vec::new();
-            let mut unchanged = 0usize;
-            let mut y = r.y;
-            while u32::from(y) < r.bottom() {
-                let band_end = ((y / CELL + 1) * CELL).min(r.y + r.height);
-                let mut runs: Vec<(u16, u16)> = Vec::new();
-                let mut x = r.x;
-                while u32::from(x) < r.right() {
-                    let cell_end = ((x / CELL + 1) * CELL).min(r.x + r.width);
-                    let index = usize::from(y / CELL) * self.columns + usize::from(x / CELL);
-                    let cell = self.cell(x / CELL, y / CELL);
-                    let whole = Rect::new(x, y, cell_end - x, band_end - y) == cell;
-                    let same = if whole {
-                        let hash = hash_cell(&region, cell);
-                        let same = hash != UNKNOWN && self.hashes[index] == hash;
-                        self.hashes[index] = hash;
-                        same && !all
-                    } else {
-                        self.hashes[index] = UNKNOWN;
-                        false
-                    };
-                    if same {
-                        unchanged += 1;
-                    } else if let Some(last) = runs.last_mut().filter(|run| run.1 == x) {
-                        last.1 = cell_end;
-                    } else {
-                        runs.push((x, cell_end));
-                    }
-                    x = cell_end;
+            cut_cells(region, &mut out, |part, region| {
+                let index = usize::from(part.y / CELL) * self.columns + usize::from(part.x / CELL);
+                if part != self.cell(part.x / CELL, part.y / CELL) {
+                    self.hashes[index] = UNKNOWN;
+                    return false;
                 }
-                bands.push((y, band_end, runs));
-                y = band_end;
-            }
-            if unchanged == 0 {
-                out.push(region);
-                continue;
-            }
-            for (top, bottom, runs) in bands {
-                for (left, right) in runs {
-                    let rect = Rect::new(left, top, right - left, bottom - top);
-                    out.push(CanvasUpdate { rect, pixels: crop(&region, rect) });
-                }
-            }
+                let hash = hash_cell(region, part);
+                let same = hash != UNKNOWN && self.hashes[index] == hash;
+                self.hashes[index] = hash;
+                same && !all
+            });
         }
         out
     }
@@ -107,6 +74,58 @@ impl TileHashes {
         let (x, y) = (cx * CELL, cy * CELL);
         Rect::new(x, y, CELL.min(self.size.width - x), CELL.min(self.size.height - y))
     }
+}
+
+/// Cut `region` along the 64x64 cell grid (view coordinates) and push to `out` what `leave_out`
+/// keeps: it sees each cell's part inside the region (whole cells and the region's ragged
+/// edges) and says whether to leave it out. What is left goes as one rectangle per run of
+/// neighbouring cells in a band of cell rows; a region nothing is left out of goes as it is.
+pub(crate) fn cut_cells(region: CanvasUpdate, out: &mut Vec<CanvasUpdate>, mut leave_out: impl FnMut(Rect, &CanvasUpdate) -> bool) {
+    let r = region.rect;
+    let mut bands: Vec<(u16, u16, Vec<(u16, u16)>)> = Vec::new();
+    let mut left_out = 0usize;
+    let mut y = r.y;
+    while u32::from(y) < r.bottom() {
+        let band_end = ((y / CELL + 1) * CELL).min(r.y + r.height);
+        let mut runs: Vec<(u16, u16)> = Vec::new();
+        let mut x = r.x;
+        while u32::from(x) < r.right() {
+            let cell_end = ((x / CELL + 1) * CELL).min(r.x + r.width);
+            if leave_out(Rect::new(x, y, cell_end - x, band_end - y), &region) {
+                left_out += 1;
+            } else if let Some(last) = runs.last_mut().filter(|run| run.1 == x) {
+                last.1 = cell_end;
+            } else {
+                runs.push((x, cell_end));
+            }
+            x = cell_end;
+        }
+        bands.push((y, band_end, runs));
+        y = band_end;
+    }
+    if left_out == 0 {
+        out.push(region);
+        return;
+    }
+    for (top, bottom, runs) in bands {
+        for (left, right) in runs {
+            let rect = Rect::new(left, top, right - left, bottom - top);
+            out.push(CanvasUpdate { rect, pixels: crop(&region, rect) });
+        }
+    }
+}
+
+/// The one colour of `part` of `region` (BGRX with the X byte cleared), if all its pixels have it.
+pub(crate) fn solid_colour(region: &CanvasUpdate, part: Rect) -> Option<[u8; 4]> {
+    let stride = usize::from(region.rect.width) * BYTES_PER_PIXEL;
+    let row = usize::from(part.width) * BYTES_PER_PIXEL;
+    let dx = usize::from(part.x - region.rect.x) * BYTES_PER_PIXEL;
+    let dy = usize::from(part.y - region.rect.y);
+    let first = &region.pixels[dy * stride + dx..][..BYTES_PER_PIXEL];
+    let colour = [first[0], first[1], first[2], 0];
+    let same = (dy..dy + usize::from(part.height))
+        .all(|y| region.pixels[y * stride + dx..][..row].chunks_exact(BYTES_PER_PIXEL).all(|px| px[..3] == colour[..3]));
+    same.then_some(colour)
 }
 
 /// The hash of `cell` (inside `region`) from the region's pixels, the X byte left out: it is

@@ -130,6 +130,13 @@ impl Client {
                     self.put(*rect, &bgrx);
                     self.log.push((false, false, true));
                 }
+                GfxCommand::SolidFill { bgr, rects } => {
+                    for &rect in rects {
+                        let pixels: Vec<u8> = (0..rect.area()).flat_map(|_| [bgr[0], bgr[1], bgr[2], 0]).collect();
+                        self.put(rect, &pixels);
+                    }
+                    self.log.push((false, false, true));
+                }
             }
         }
     }
@@ -189,7 +196,8 @@ fn kinds(update: &Update) -> (usize, usize, usize) {
                 avc += 1;
                 key += usize::from(*k);
             }
-            GfxCommand::Planar { .. } => planar += 1,
+            // Both lossless.
+            GfxCommand::Planar { .. } | GfxCommand::SolidFill { .. } => planar += 1,
         }
     }
     (avc, key, planar)
@@ -479,3 +487,49 @@ async fn a_late_feed_and_a_resize_start_from_an_idr_or_planar() {
     assert!(late_client.exact(&canvas));
 }
 
+
+#[tokio::test]
+async fn flat_areas_go_as_solid_fills_and_the_rest_as_before() {
+    let canvas = Canvas::new(SIZE);
+    paint(&canvas, SIZE.rect(), 0);
+    let stage = Stage::new(Arc::clone(&canvas));
+    let mut feed = stage.feed(GFX);
+    let mut client = Client::new();
+    client.apply(&next(&mut feed).await);
+
+    // The whole screen cleared to one colour: fills only, exact, and a few bytes.
+    let flat = |px: &mut [u8], s: Size, rect: Rect, bgr: [u8; 3]| {
+        for y in rect.y..rect.bottom() as u16 {
+            for x in rect.x..rect.right() as u16 {
+                let i = (usize::from(y) * usize::from(s.width) + usize::from(x)) * 4;
+                px[i..i + 4].copy_from_slice(&[bgr[0], bgr[1], bgr[2], 0]);
+            }
+        }
+    };
+    canvas.draw(|px, s| {
+        flat(px, s, s.rect(), [0x10, 0x80, 0xF0]);
+        vec![s.rect()]
+    });
+    let cleared = next(&mut feed).await;
+    assert!(cleared.gfx.iter().all(|c| matches!(&**c, GfxCommand::SolidFill { bgr: [0x10, 0x80, 0xF0], .. })), "{:?}", cleared.gfx);
+    let filled: u64 = cleared.gfx.iter().map(|c| match &**c { GfxCommand::SolidFill { rects, .. } => rects.iter().map(|r| r.area()).sum(), _ => 0 }).sum();
+    assert_eq!(filled, SIZE.rect().area(), "every pixel once");
+    client.apply(&cleared);
+    assert!(client.exact_at(&canvas, SIZE.rect()));
+
+    // A picture over part of it: the picture's cells as before (H.264: it is large), the flat
+    // rest as fills of the new colour.
+    let picture = Rect::new(0, 0, 330, 130);
+    canvas.draw(|px, s| {
+        flat(px, s, s.rect(), [0x22, 0x22, 0x22]);
+        vec![s.rect()]
+    });
+    paint(&canvas, picture, 4);
+    let mixed = next(&mut feed).await;
+    let (avc, _, _) = kinds(&mixed);
+    assert_eq!(avc, 1, "{:?}", mixed.gfx.iter().map(|c| std::mem::discriminant(&**c)).collect::<Vec<_>>());
+    assert!(mixed.gfx.iter().any(|c| matches!(&**c, GfxCommand::SolidFill { bgr: [0x22, 0x22, 0x22], .. })));
+    client.apply(&mixed);
+    assert!(client.close(&canvas), "{:?}", client.difference(&canvas));
+    assert!(client.exact_at(&canvas, Rect::new(0, 192, 330, 8)), "the flat bottom rows are exact");
+}

@@ -17,8 +17,8 @@ use ironrdp_core::{Encode, EncodeResult, WriteCursor, decode, encode_vec, impl_a
 use ironrdp_dvc::{DvcEncode, DvcMessage, DvcProcessor, DvcServerProcessor};
 use ironrdp_egfx::CHANNEL_NAME;
 use ironrdp_egfx::pdu::{
-    Avc420Region, CapabilitiesAdvertisePdu, CapabilitySet, Codec1Type, EndFramePdu, FrameAcknowledgePdu, GfxPdu, PixelFormat,
-    QueueDepth, StartFramePdu, Timestamp, WireToSurface1Pdu, encode_avc420_bitmap_stream,
+    Avc420Region, CapabilitiesAdvertisePdu, CapabilitySet, Codec1Type, Color, EndFramePdu, FrameAcknowledgePdu, GfxPdu, PixelFormat,
+    QueueDepth, SolidFillPdu, StartFramePdu, Timestamp, WireToSurface1Pdu, encode_avc420_bitmap_stream,
 };
 use ironrdp_egfx::server::{GraphicsPipelineHandler, GraphicsPipelineServer};
 use ironrdp_graphics::zgfx::wrap_uncompressed;
@@ -256,7 +256,7 @@ impl GfxChannel {
         Ok(self.server.drain_output())
     }
 
-    /// One EGFX frame: StartFrame, a WireToSurface1 per command in order, EndFrame. Commands
+    /// One EGFX frame: StartFrame, a WireToSurface1 or SolidFill per command in order, EndFrame. Commands
     /// are clipped to the surface (a client rejects a rectangle past its edge); an H.264 access
     /// unit goes out even when none of its regions is left, so the client's decoder stays in
     /// step with the stream.
@@ -277,13 +277,13 @@ impl GfxChannel {
                         .map(|r| Avc420Region::new(r.x, r.y, r.x + r.width, r.y + r.height, (*qp).min(MAX_QP), 100))
                         .collect();
                     let destination = bounding(&regions).unwrap_or(exclusive(bounds));
-                    wire.push(WireToSurface1Pdu {
+                    wire.push(GfxPdu::WireToSurface1(WireToSurface1Pdu {
                         surface_id,
                         codec_id: Codec1Type::Avc420,
                         pixel_format: PixelFormat::XRgb,
                         destination_rectangle: destination,
                         bitmap_data: encode_avc420_bitmap_stream(&regions, annexb),
-                    });
+                    }));
                 }
                 GfxCommand::Planar { rect, data } => {
                     // A planar bitmap is exactly its rectangle: one that does not fit cannot be cut.
@@ -291,13 +291,21 @@ impl GfxChannel {
                         warn!(?rect, ?size, "planar command outside the surface; dropped");
                         continue;
                     }
-                    wire.push(WireToSurface1Pdu {
+                    wire.push(GfxPdu::WireToSurface1(WireToSurface1Pdu {
                         surface_id,
                         codec_id: Codec1Type::Planar,
                         pixel_format: PixelFormat::XRgb,
                         destination_rectangle: exclusive(*rect),
                         bitmap_data: data.clone(),
-                    });
+                    }));
+                }
+                GfxCommand::SolidFill { bgr, rects } => {
+                    let rectangles: Vec<ExclusiveRectangle> = rects.iter().map(|r| r.intersect(bounds)).filter(|r| !r.is_empty()).map(exclusive).collect();
+                    // A PDU says how many rectangles it has in 16 bits.
+                    for rectangles in rectangles.chunks(usize::from(u16::MAX)) {
+                        let fill_pixel = Color { b: bgr[0], g: bgr[1], r: bgr[2], xa: 0 };
+                        wire.push(GfxPdu::SolidFill(SolidFillPdu { surface_id, fill_pixel, rectangles: rectangles.to_vec() }));
+                    }
                 }
             }
         }
@@ -306,7 +314,7 @@ impl GfxChannel {
         let mut out = Vec::with_capacity(wire.len() + 2);
         out.push(wrapped(&GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id }))?);
         for pdu in wire {
-            out.push(wrapped(&GfxPdu::WireToSurface1(pdu))?);
+            out.push(wrapped(&pdu)?);
         }
         out.push(wrapped(&GfxPdu::EndFrame(EndFramePdu { frame_id }))?);
         Ok(out)
@@ -532,11 +540,22 @@ mod tests {
             }),
             Arc::new(GfxCommand::Planar { rect: Rect::new(8, 16, 4, 2), data: vec![0xAB; 10] }),
             Arc::new(GfxCommand::Planar { rect: Rect::new(998, 0, 4, 2), data: vec![1] }),
+            // Fills are clipped: one past the edge loses its outside part, one wholly outside goes.
+            Arc::new(GfxCommand::SolidFill { bgr: [1, 2, 3], rects: vec![Rect::new(100, 100, 64, 64), Rect::new(990, 0, 64, 8), Rect::new(0, 800, 4, 4)] }),
         ];
         let pdus = read(channel.frame(&commands, Instant::now()).unwrap());
-        assert_eq!(pdus.len(), 4, "the planar command past the edge is dropped: {pdus:?}");
+        assert_eq!(pdus.len(), 5, "the planar command past the edge is dropped: {pdus:?}");
         let GfxPdu::StartFrame(start) = &pdus[0] else { panic!("{pdus:?}") };
-        let GfxPdu::EndFrame(end) = &pdus[3] else { panic!("{pdus:?}") };
+        let GfxPdu::EndFrame(end) = &pdus[4] else { panic!("{pdus:?}") };
+        let GfxPdu::SolidFill(fill) = &pdus[3] else { panic!("{pdus:?}") };
+        assert_eq!((fill.surface_id, fill.fill_pixel.b, fill.fill_pixel.g, fill.fill_pixel.r), (channel.surface.unwrap().0, 1, 2, 3));
+        assert_eq!(
+            fill.rectangles,
+            vec![
+                ExclusiveRectangle { left: 100, top: 100, right: 164, bottom: 164 },
+                ExclusiveRectangle { left: 990, top: 0, right: 1000, bottom: 8 },
+            ]
+        );
         assert_eq!(start.frame_id, end.frame_id);
 
         let GfxPdu::WireToSurface1(avc) = &pdus[1] else { panic!("{pdus:?}") };
