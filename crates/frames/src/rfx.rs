@@ -22,9 +22,10 @@ use ironrdp_pdu::codecs::rfx::{
     FrameEndPdu, OperatingMode, Quant, RegionPdu, RfxChannel, RfxRectangle, SyncPdu, TileSetPdu,
 };
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
-use rdhost_desktop::{CanvasUpdate, Size};
+use rdhost_desktop::{CanvasUpdate, Rect, Size};
 
 use crate::encode::EncodeError;
+use crate::tiles::solid_colour;
 
 /// Tile edge and coefficients per tile component.
 const TILE: usize = 64;
@@ -69,7 +70,8 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
             let (x, y) = ((index % tiles_x) * TILE, (index / tiles_x) * TILE);
             let (tw, th) = ((width - x).min(TILE), (height - y).min(TILE));
             let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
-            match solid_colour(input, stride, tw, th) {
+            let at = Rect::new(region.rect.x + x as u16, region.rect.y + y as u16, tw as u16, th as u16);
+            match solid_colour(region, at) {
                 Some(colour) => solids.code(colour, tile, |tile| encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile)),
                 None => encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile),
             }
@@ -129,27 +131,20 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
     Ok(out)
 }
 
-/// The colour of a tile whose pixels are all one colour (the X byte aside), else `None`.
-fn solid_colour(input: &[u8], stride: usize, tw: usize, th: usize) -> Option<u32> {
-    let colour = |px: &[u8]| u32::from_le_bytes([px[0], px[1], px[2], 0]);
-    let first = colour(input);
-    (0..th).all(|row| input[row * stride..][..tw * BYTES_PER_PIXEL].chunks_exact(BYTES_PER_PIXEL).all(|px| colour(px) == first)).then_some(first)
-}
-
 /// Coded single-colour tiles of one encode, by colour. A tile of one colour codes the same
 /// whatever its size (short tiles repeat their edge), so flat areas (backgrounds, a window
 /// filled with one colour) are coded once per colour and copied: a 1024x768 solid-colour
 /// change costs about a tenth of coding its 192 tiles.
 #[derive(Default)]
 struct SolidTiles {
-    coded: Vec<(u32, CodedTile)>,
+    coded: Vec<([u8; 4], CodedTile)>,
 }
 
 impl SolidTiles {
     /// A handful of colours per encode is what flat screens have; beyond that, code afresh.
     const MAX: usize = 8;
 
-    fn code(&mut self, colour: u32, tile: &mut CodedTile, encode: impl FnOnce(&mut CodedTile)) {
+    fn code(&mut self, colour: [u8; 4], tile: &mut CodedTile, encode: impl FnOnce(&mut CodedTile)) {
         if let Some((_, coded)) = self.coded.iter().find(|(c, _)| *c == colour) {
             tile.bytes.clear();
             tile.bytes.extend_from_slice(&coded.bytes);
@@ -645,9 +640,9 @@ mod tests {
             }
             assert!(psnr(&update, &decode(&message, 200, 150)) > 30.0);
         }
-        assert_eq!(solid_colour(&update.pixels[(128 * 200) * 4..], 200 * 4, 64, 22), None, "one odd pixel");
-        assert_eq!(solid_colour(&update.pixels[(128 * 200 + 64) * 4..], 200 * 4, 64, 22), Some(0x00fa_fafa));
-        assert_eq!(solid_colour(&update.pixels[(128 * 200 + 192) * 4..], 200 * 4, 8, 22), Some(0x0000_005a));
+        assert_eq!(solid_colour(&update, Rect::new(0, 128, 64, 22)), None, "one odd pixel");
+        assert_eq!(solid_colour(&update, Rect::new(64, 128, 64, 22)), Some([0xfa, 0xfa, 0xfa, 0]));
+        assert_eq!(solid_colour(&update, Rect::new(192, 128, 8, 22)), Some([0x5a, 0, 0, 0]));
     }
 
     #[test]
