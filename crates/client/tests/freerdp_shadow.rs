@@ -58,62 +58,26 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn run(display: &str, cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .env("DISPLAY", display)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
-}
-
-/// An Xvfb on a free display number.
-struct Xvfb {
-    display: String,
-    _proc: Killed,
-}
+/// The shared test X server (xprobe's: it lets Xvfb choose a free display, so parallel tests
+/// never land on one display), started at the size these tests expect.
+struct Xvfb(rdhost_xprobe::xvfb::Xvfb);
 
 impl Xvfb {
     fn start() -> Xvfb {
-        // Pick a display number whose lock file does not exist; Xvfb refuses taken ones, so on
-        // a race we just try the next.
-        let base = 200 + (std::process::id() % 500);
-        for n in base..base + 50 {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
-                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            {
-                continue;
-            }
-            let display = format!(":{n}");
-            let mut proc = Killed(
-                Command::new("Xvfb")
-                    .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start Xvfb"),
-            );
-            let end = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < end {
-                if proc.0.try_wait().expect("poll Xvfb").is_some() {
-                    break;
-                }
-                if run(&display, "xsetroot", &["-solid", "black"])
-                    .status
-                    .success()
-                {
-                    return Xvfb {
-                        display,
-                        _proc: proc,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("could not start Xvfb on any display");
+        Xvfb(rdhost_xprobe::xvfb::Xvfb::start(1024, 768).expect("start Xvfb"))
+    }
+
+    /// Runs an X client against this server.
+    fn run(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new(cmd)
+            .args(args)
+            .envs(self.0.env())
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
     }
 
     fn set_background(&self, colour: &str) {
-        let out = run(&self.display, "xsetroot", &["-solid", colour]);
+        let out = self.run("xsetroot", &["-solid", colour]);
         assert!(
             out.status.success(),
             "xsetroot: {}",
@@ -150,7 +114,7 @@ impl Shadow {
                 Command::new("freerdp-shadow-cli")
                     .args([&format!("/port:{port}"), "/bind-address:127.0.0.1"])
                     .args(security)
-                    .env("DISPLAY", &x.display)
+                    .envs(x.0.env())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -316,7 +280,7 @@ async fn decodes_the_shadowed_desktop_follows_changes_and_sends_input() {
     let moved = client
         .pump_until(Duration::from_secs(5), |_| {
             location =
-                String::from_utf8_lossy(&run(&x.display, "xdotool", &["getmouselocation"]).stdout)
+                String::from_utf8_lossy(&x.run("xdotool", &["getmouselocation"]).stdout)
                     .into_owned();
             location.starts_with("x:321 y:123 ")
         })
@@ -360,7 +324,7 @@ async fn typed_text_arrives_as_the_same_characters() {
                 "-c",
                 &format!("cat > {}", typed.display()),
             ])
-            .env("DISPLAY", &x.display)
+            .envs(x.0.env())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
