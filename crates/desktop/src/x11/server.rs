@@ -8,7 +8,7 @@
 //! last, so clients end while their display is still there.
 
 use std::ffi::{CString, OsString};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -236,7 +236,26 @@ impl SessionServer {
         chown_to(&auth_path, &who)?;
 
         let procs = SessionProcesses::new(opts.containment);
-        let (mut x, number) = start_x_server(&opts, &who, &procs, &auth_path, &mut files).await?;
+        // The session program starts before the X server and waits for its display number on
+        // stdin: its fork (and its move into the session's cgroup, which costs the kernel a
+        // grace period of 7-16 ms when it is the first in a while) overlaps the server's start
+        // instead of following it, and the server's move right after it is then nearly free.
+        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let mut session = match start_session(&opts, &who, &procs, &auth_path, ready_read) {
+            Ok(s) => s,
+            Err(e) => {
+                procs.finish().await;
+                return Err(e);
+            }
+        };
+        let (mut x, number) = match start_x_server(&opts, &who, &procs, &auth_path, &mut files).await {
+            Ok(started) => started,
+            Err(e) => {
+                // start_x_server ended every process of the set, the waiting session program too.
+                let _ = session.child.wait().await;
+                return Err(e);
+            }
+        };
         let x_pid = x.id().unwrap_or(0);
         files.number = Some(number);
         for path in [format!("/tmp/.X11-unix/X{number}"), format!("/tmp/.X{number}-lock")] {
@@ -247,21 +266,18 @@ impl SessionServer {
         }
         let display = XDisplay { name: format!(":{number}"), xauthority: Some(auth_path.clone()) };
 
-        let session = async {
-            xauth::write_file(&auth_path, number, &cookie)?;
-            chown_to(&auth_path, &who)?;
-            start_session(&opts, &who, &procs, &display)
+        // The clients' cookie names the display; then the session program may go on.
+        let released = xauth::write_file(&auth_path, number, &cookie)
+            .and_then(|()| chown_to(&auth_path, &who))
+            .and_then(|()| std::fs::File::from(ready_write).write_all(format!("{number}\n").as_bytes()));
+        if let Err(e) = released {
+            let _ = x.start_kill();
+            procs.finish().await;
+            let _ = x.wait().await;
+            let _ = session.child.wait().await;
+            return Err(X11Error::Session(format!("cannot start the session program on display :{number}: {e}")));
         }
-        .await;
-        let session = match session {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = x.start_kill();
-                procs.finish().await;
-                let _ = x.wait().await;
-                return Err(e);
-            }
-        };
+        session.started = Instant::now();
         let session_pid = session.child.id().unwrap_or(0);
         let shown = display.name.as_str();
         tracing::info!(
@@ -558,8 +574,15 @@ struct SessionProgram {
     started: Instant,
 }
 
-/// The session program: `~/.xsession`, or the command, run by the user's login shell.
-fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionProcesses, display: &XDisplay) -> Result<SessionProgram, X11Error> {
+/// The shell script that holds the session program until its display is up: it reads the
+/// display number from stdin (the host writes it once the X server accepts clients; end of file
+/// when the server failed), then becomes the user's login shell running the command. `sh` is
+/// POSIX everywhere, whatever the user's own shell is.
+const WAIT_FOR_DISPLAY: &str = r#"IFS= read -r n || exit 1; DISPLAY=":$n"; export DISPLAY; exec "$1" -l -c "$2" </dev/null"#;
+
+/// The session program: `~/.xsession`, or the command, run by the user's login shell, started
+/// waiting for its display number on `ready` (see [`WAIT_FOR_DISPLAY`]).
+fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionProcesses, auth_path: &Path, ready: OwnedFd) -> Result<SessionProgram, X11Error> {
     let shell = who.login_shell();
     let xsession = who.home.join(".xsession");
     let own_script = opts.user_xsession && std::fs::metadata(&xsession).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
@@ -568,10 +591,7 @@ fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionPro
     let runner = format!("run by {} -l -c as {}", shell.display(), who.user);
 
     let mut env = process::session_env(who, &shell);
-    set_env(&mut env, "DISPLAY", display.name.clone());
-    if let Some(auth) = &display.xauthority {
-        set_env(&mut env, "XAUTHORITY", auth.clone());
-    }
+    set_env(&mut env, "XAUTHORITY", auth_path);
     set_env(&mut env, "XDG_SESSION_TYPE", "x11");
     if let Some(dir) = &opts.xdg_runtime_dir {
         set_env(&mut env, "XDG_RUNTIME_DIR", dir.clone());
@@ -581,8 +601,17 @@ fn start_session(opts: &SessionServerOptions, who: &Identity, procs: &SessionPro
     }
     let log_path = opts.runtime_dir.join("session.log");
     let log = log_file(&log_path, who)?;
-    let mut cmd = Command::new(&shell);
-    cmd.arg("-l").arg("-c").arg(&command).env_clear().envs(env).stdin(Stdio::null()).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(WAIT_FOR_DISPLAY)
+        .arg("rdhost-session")
+        .arg(&shell)
+        .arg(&command)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::from(ready))
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
     let launch = Launch { switch: who.switch.clone(), cwd: who.home_cstring()?, controlling_tty: false, inherit_fds: Vec::new() };
     let child = procs.spawn(cmd, launch).map_err(|e| X11Error::Session(format!("cannot run {} -l -c {:?}: {e}", shell.display(), command)))?;
     Ok(SessionProgram { child, program: what, runner, log: log_path, started: Instant::now() })
