@@ -117,6 +117,20 @@ pub struct Frame {
     pub regions: Vec<CanvasUpdate>,
 }
 
+/// What [`Subscription::take_in_place`] lets its reader see.
+#[derive(Debug)]
+pub struct InPlace<'a> {
+    /// The canvas size now.
+    pub size: Size,
+    /// The canvas changed size since the last take; `rects` then covers the whole canvas.
+    pub resized: bool,
+    /// What changed since the last take (inside the canvas).
+    pub rects: Vec<Rect>,
+    /// Every pixel of the canvas as readers see it (the overlay composed in): BGRX rows of
+    /// `size.width * 4` bytes.
+    pub pixels: &'a [u8],
+}
+
 /// One changed rectangle and its pixels (BGRX rows of `rect.width * 4` bytes, no padding).
 #[derive(Debug, Clone)]
 pub struct CanvasUpdate {
@@ -248,6 +262,19 @@ impl Canvas {
 }
 
 impl State {
+    /// Subscriber `id`'s damage (inside the canvas, none empty) and whether it saw a resize,
+    /// now cleared; `None` when it has neither.
+    fn take_damage(&mut self, id: u64) -> Option<(bool, Vec<Rect>)> {
+        let bounds = self.size.rect();
+        let sub = self.subscribers.iter_mut().find(|s| s.id == id)?;
+        if sub.damage.is_empty() && !sub.resized {
+            return None;
+        }
+        let resized = std::mem::take(&mut sub.resized);
+        let rects = sub.damage.take().into_iter().map(|r| r.intersect(bounds)).filter(|r| !r.is_empty()).collect();
+        Some((resized, rects))
+    }
+
     /// The pixels of `rect` (inside the canvas) as readers see them: the desktop's, with the
     /// overlay over them where the two meet.
     fn compose(&self, rect: Rect) -> Vec<u8> {
@@ -322,20 +349,27 @@ impl Subscription {
     /// only encode such widths.
     pub fn take_aligned(&mut self, align: u16) -> Option<Frame> {
         let mut state = self.canvas.state.lock().unwrap();
+        let (resized, rects) = state.take_damage(self.id)?;
         let size = state.size;
-        let sub = state.subscribers.iter_mut().find(|s| s.id == self.id)?;
-        if sub.damage.is_empty() && !sub.resized {
-            return None;
-        }
-        let resized = std::mem::take(&mut sub.resized);
-        let rects = sub.damage.take();
         let regions = rects
             .into_iter()
-            .map(|r| align_rect(r.intersect(size.rect()), align, size.width))
-            .filter(|r| !r.is_empty())
+            .map(|r| align_rect(r, align, size.width))
             .map(|rect| CanvasUpdate { rect, pixels: state.compose(rect) })
             .collect();
         Some(Frame { size, resized, regions })
+    }
+
+    /// Like [`take`](Self::take), but without copying the pixels out: `f` reads what it needs
+    /// from the canvas itself. The canvas stays locked (the desktop cannot draw) until `f`
+    /// returns, so keep `f` to a pass over the pixels; copy anything kept. `None` when nothing
+    /// changed. While an overlay is shown `f` reads a composed copy instead.
+    pub fn take_in_place<R>(&mut self, f: impl FnOnce(InPlace<'_>) -> R) -> Option<R> {
+        let mut state = self.canvas.state.lock().unwrap();
+        let (resized, rects) = state.take_damage(self.id)?;
+        let size = state.size;
+        let composed = state.overlay.is_some().then(|| state.compose(size.rect()));
+        let pixels = composed.as_deref().unwrap_or(&state.pixels);
+        Some(f(InPlace { size, resized, rects, pixels }))
     }
 
     /// Mark a rectangle as changed for this subscriber only (a client asked for a refresh).
@@ -379,6 +413,26 @@ mod tests {
         assert_eq!(frame.regions.len(), 1);
         assert_eq!(frame.regions[0].rect, Rect::new(5, 3, 1, 1));
         assert_eq!(frame.regions[0].pixels, vec![1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn take_in_place_reads_the_canvas_as_take_would() {
+        let canvas = Canvas::new(Size::new(4, 2));
+        let mut sub = canvas.subscribe();
+        let first = sub.take_in_place(|f| (f.size, f.rects, f.pixels.len())).unwrap();
+        assert_eq!(first, (Size::new(4, 2), vec![Rect::new(0, 0, 4, 2)], 32));
+        assert!(sub.take_in_place(|_| ()).is_none());
+        canvas.draw(|px, _| {
+            px[4..8].copy_from_slice(&[1, 2, 3, 0]);
+            vec![Rect::new(1, 0, 1, 1)]
+        });
+        // An overlay over the other row: read composed, and its rectangle is damage too.
+        canvas.set_overlay(Some(Overlay { rect: Rect::new(0, 1, 1, 1), pixels: vec![9, 9, 9, 0] }));
+        let (rects, pixels) = sub.take_in_place(|f| (f.rects, f.pixels.to_vec())).unwrap();
+        assert_eq!(rects, vec![Rect::new(0, 0, 2, 2)], "the draw and the overlay, merged");
+        assert_eq!(&pixels[4..8], &[1, 2, 3, 0]);
+        assert_eq!(&pixels[16..20], &[9, 9, 9, 0]);
+        assert_eq!(sub.take().map(|f| f.regions.len()), None, "the damage was taken");
     }
 
     #[test]

@@ -103,7 +103,7 @@ fn main() {
         let times: Vec<Duration> = (0..frames)
             .map(|_| {
                 let start = Instant::now();
-                rdhost_frames::bgrx_to_i420_bt709(&pixels, (w, h), padded, &mut yuv);
+                rdhost_frames::bgrx_to_i420_bt709(&pixels, w * 4, (w, h), padded, &mut yuv);
                 start.elapsed()
             })
             .collect();

@@ -37,15 +37,51 @@ pub struct AccessUnit {
     pub qp: u8,
 }
 
+/// A screen in the encoder's own format (I420 planes of the screen padded to multiples of 16),
+/// converted where the pixels are (under the canvas lock, with no copy of the screen in
+/// between) and encoded afterwards. Reused from frame to frame.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    size: Size,
+    /// `size` rounded up to multiples of 16.
+    padded: (usize, usize),
+    planes: Vec<u8>,
+}
+
+impl Default for Picture {
+    fn default() -> Self {
+        Self { size: Size::new(0, 0), padded: (0, 0), planes: Vec::new() }
+    }
+}
+
+impl Picture {
+    /// The screen's size (unpadded); 0x0 before the first conversion.
+    pub fn size(&self) -> Size {
+        self.size
+    }
+
+    /// Convert a screen of `size` from BGRX `pixels` whose rows are `stride` bytes apart (the
+    /// first at `pixels[0]`).
+    ///
+    /// Panics when `pixels` is too short for that.
+    pub fn convert(&mut self, pixels: &[u8], stride: usize, size: Size) {
+        let (w, h) = (usize::from(size.width), usize::from(size.height));
+        let padded = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
+        if self.padded != padded {
+            self.planes = vec![0; padded.0 * padded.1 * 3 / 2];
+        }
+        (self.size, self.padded) = (size, padded);
+        bgrx_to_i420_bt709(pixels, stride, (w, h), padded, &mut self.planes);
+    }
+}
+
 /// An H.264 encoder for one screen size. A new size needs a new encoder (its first picture is
 /// an IDR).
 pub struct H264Encoder {
     inner: openh264::encoder::Encoder,
     size: Size,
-    /// The picture size: `size` rounded up to multiples of 16.
-    padded: (usize, usize),
-    /// I420 planes of the padded picture, reused from frame to frame.
-    yuv: Vec<u8>,
+    /// The picture [`encode`](Self::encode) converts into.
+    picture: Picture,
     bitrate: u32,
     key_wanted: bool,
     started: Instant,
@@ -74,8 +110,7 @@ impl H264Encoder {
         }
         let bitrate = Self::default_bitrate(size);
         let inner = Self::openh264(bitrate)?;
-        let luma = padded.0 * padded.1;
-        Ok(Self { inner, size, padded, yuv: vec![0; luma + luma / 2], bitrate, key_wanted: true, started: Instant::now(), frames: 0 })
+        Ok(Self { inner, size, picture: Picture::default(), bitrate, key_wanted: true, started: Instant::now(), frames: 0 })
     }
 
     fn openh264(bitrate: u32) -> Result<openh264::encoder::Encoder, EncodeError> {
@@ -150,14 +185,28 @@ impl H264Encoder {
                 detail: format!("{} bytes are not a {w}x{h} screen", pixels.len()),
             });
         }
-        bgrx_to_i420_bt709(pixels, (w, h), self.padded, &mut self.yuv);
+        let mut picture = std::mem::take(&mut self.picture);
+        picture.convert(pixels, w * BYTES_PER_PIXEL, self.size);
+        let unit = self.encode_picture(&picture);
+        self.picture = picture;
+        unit
+    }
+
+    /// Encode a screen already converted (of `size()`).
+    pub fn encode_picture(&mut self, picture: &Picture) -> Result<AccessUnit, EncodeError> {
+        if picture.size != self.size {
+            return Err(EncodeError::Codec {
+                what: "h264 picture",
+                detail: format!("a {:?} picture for a {:?} encoder", picture.size, self.size),
+            });
+        }
         if self.key_wanted && self.frames > 0 {
             self.inner.force_intra_frame();
         }
         self.key_wanted = false;
-        let (pw, ph) = self.padded;
+        let (pw, ph) = picture.padded;
         let luma = pw * ph;
-        let (y, uv) = self.yuv.split_at(luma);
+        let (y, uv) = picture.planes.split_at(luma);
         let (u, v) = uv.split_at(luma / 4);
         let source = YUVSlices::new((y, u, v), (pw, ph), (pw, pw / 2, pw / 2));
         let now = Timestamp::from_millis(self.started.elapsed().as_millis() as u64);
@@ -185,14 +234,16 @@ impl H264Encoder {
     }
 }
 
-/// Convert BGRX pixels (`size`, tightly packed) into I420 planes of the `padded` picture (even,
-/// at least `size`): full-range BT.709 by the `yuv` crate (SIMD), then the last column and row
-/// repeated into the padding (padding like its neighbours costs almost no bits and never
-/// bleeds a colour into the screen's edge).
-pub fn bgrx_to_i420_bt709(pixels: &[u8], size: (usize, usize), padded: (usize, usize), yuv: &mut [u8]) {
+/// Convert BGRX pixels (`size`, rows `stride` bytes apart) into I420 planes of the `padded`
+/// picture (even, at least `size`): full-range BT.709 by the `yuv` crate (SIMD), then the last
+/// column and row repeated into the padding (padding like its neighbours costs almost no bits
+/// and never bleeds a colour into the screen's edge).
+pub fn bgrx_to_i420_bt709(pixels: &[u8], stride: usize, size: (usize, usize), padded: (usize, usize), yuv: &mut [u8]) {
     let (w, h) = size;
     let (pw, ph) = padded;
-    assert!(pw >= w && ph >= h && pw % 2 == 0 && ph % 2 == 0 && w > 0 && h > 0 && pixels.len() == w * h * BYTES_PER_PIXEL);
+    assert!(pw >= w && ph >= h && pw % 2 == 0 && ph % 2 == 0 && w > 0 && h > 0 && stride >= w * BYTES_PER_PIXEL);
+    assert!(pixels.len() >= (h - 1) * stride + w * BYTES_PER_PIXEL, "{} bytes are not a {w}x{h} screen", pixels.len());
+    let pixels = &pixels[..(h - 1) * stride + w * BYTES_PER_PIXEL];
     let luma = pw * ph;
     let (y_plane, uv) = yuv.split_at_mut(luma);
     let (u_plane, v_plane) = uv.split_at_mut(luma / 4);
@@ -209,7 +260,7 @@ pub fn bgrx_to_i420_bt709(pixels: &[u8], size: (usize, usize), padded: (usize, u
         height: h as u32,
     };
     // The X byte is never read as alpha: BGRA and BGRX convert alike.
-    let converted = yuv::bgra_to_yuv420(&mut image, pixels, (w * BYTES_PER_PIXEL) as u32, YuvRange::Full, YuvStandardMatrix::Bt709, YuvConversionMode::Balanced);
+    let converted = yuv::bgra_to_yuv420(&mut image, pixels, stride as u32, YuvRange::Full, YuvStandardMatrix::Bt709, YuvConversionMode::Balanced);
     debug_assert!(converted.is_ok(), "the planes were sized for the picture: {converted:?}");
     pad_plane(yuv, 0, pw, (w, h), ph);
     pad_plane(yuv, luma, pw / 2, (cw, ch), ph / 2);
@@ -263,7 +314,7 @@ mod tests {
             }
         }
         let mut yuv = vec![0; pw * ph * 3 / 2];
-        bgrx_to_i420_bt709(&pixels, (w, h), (pw, ph), &mut yuv);
+        bgrx_to_i420_bt709(&pixels, w * BYTES_PER_PIXEL, (w, h), (pw, ph), &mut yuv);
         let (yp, rest) = yuv.split_at(pw * ph);
         let (up, vp) = rest.split_at(pw * ph / 4);
         let at = |x: usize, y: usize| yuv_to_rgb_bt709(yp[y * pw + x], up[y / 2 * pw / 2 + x / 2], vp[y / 2 * pw / 2 + x / 2]);

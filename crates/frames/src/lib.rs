@@ -19,6 +19,6 @@ mod tiles;
 pub use encode::{CodecProfile, EncodeError, EncodedFrame, Encoder, default_pointer};
 pub use fastpath::fastpath_updates;
 pub use gfx::{GfxCommand, planar_command};
-pub use h264::{AccessUnit, H264Encoder, bgrx_to_i420_bt709, yuv_to_rgb_bt709};
+pub use h264::{AccessUnit, H264Encoder, Picture, bgrx_to_i420_bt709, yuv_to_rgb_bt709};
 pub use pointer::{PointerLimits, cached_pointer, hidden_pointer, pointer_update};
 pub use stage::{Feed, FeedProfile, ProfileStats, Stage, StageStats, Update};

@@ -71,7 +71,7 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
             let (tw, th) = ((width - x).min(TILE), (height - y).min(TILE));
             let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
             let at = Rect::new(region.rect.x + x as u16, region.rect.y + y as u16, tw as u16, th as u16);
-            match solid_colour(region, at) {
+            match solid_colour(region.into(), at) {
                 Some(colour) => solids.code(colour, tile, |tile| encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile)),
                 None => encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile),
             }
@@ -640,9 +640,9 @@ mod tests {
             }
             assert!(psnr(&update, &decode(&message, 200, 150)) > 30.0);
         }
-        assert_eq!(solid_colour(&update, Rect::new(0, 128, 64, 22)), None, "one odd pixel");
-        assert_eq!(solid_colour(&update, Rect::new(64, 128, 64, 22)), Some([0xfa, 0xfa, 0xfa, 0]));
-        assert_eq!(solid_colour(&update, Rect::new(192, 128, 8, 22)), Some([0x5a, 0, 0, 0]));
+        assert_eq!(solid_colour((&update).into(), Rect::new(0, 128, 64, 22)), None, "one odd pixel");
+        assert_eq!(solid_colour((&update).into(), Rect::new(64, 128, 64, 22)), Some([0xfa, 0xfa, 0xfa, 0]));
+        assert_eq!(solid_colour((&update).into(), Rect::new(192, 128, 8, 22)), Some([0x5a, 0, 0, 0]));
     }
 
     #[test]

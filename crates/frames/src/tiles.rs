@@ -60,7 +60,7 @@ impl TileHashes {
                     self.hashes[index] = UNKNOWN;
                     return false;
                 }
-                let hash = hash_cell(region, part);
+                let hash = hash_cell(region.into(), part);
                 let same = hash != UNKNOWN && self.hashes[index] == hash;
                 self.hashes[index] = hash;
                 same && !all
@@ -81,75 +81,86 @@ impl TileHashes {
 /// edges) and says whether to leave it out. What is left goes as one rectangle per run of
 /// neighbouring cells in a band of cell rows; a region nothing is left out of goes as it is.
 pub(crate) fn cut_cells(region: CanvasUpdate, out: &mut Vec<CanvasUpdate>, mut leave_out: impl FnMut(Rect, &CanvasUpdate) -> bool) {
-    let r = region.rect;
-    let mut bands: Vec<(u16, u16, Vec<(u16, u16)>)> = Vec::new();
+    match cell_runs(region.rect, |part| leave_out(part, &region)) {
+        None => out.push(region),
+        Some(runs) => out.extend(runs.into_iter().map(|rect| CanvasUpdate { rect, pixels: crop((&region).into(), rect) })),
+    }
+}
+
+/// [`cut_cells`] on a rectangle alone: the runs of cells left, or `None` when nothing was left
+/// out (the rectangle stays as it is).
+pub(crate) fn cell_runs(r: Rect, mut leave_out: impl FnMut(Rect) -> bool) -> Option<Vec<Rect>> {
+    let mut runs = Vec::new();
     let mut left_out = 0usize;
     let mut y = r.y;
     while u32::from(y) < r.bottom() {
         let band_end = ((y / CELL + 1) * CELL).min(r.y + r.height);
-        let mut runs: Vec<(u16, u16)> = Vec::new();
+        let band = runs.len();
         let mut x = r.x;
         while u32::from(x) < r.right() {
             let cell_end = ((x / CELL + 1) * CELL).min(r.x + r.width);
-            if leave_out(Rect::new(x, y, cell_end - x, band_end - y), &region) {
+            if leave_out(Rect::new(x, y, cell_end - x, band_end - y)) {
                 left_out += 1;
-            } else if let Some(last) = runs.last_mut().filter(|run| run.1 == x) {
-                last.1 = cell_end;
+            } else if let Some(last) = runs[band..].last_mut().filter(|run: &&mut Rect| run.right() == u32::from(x)) {
+                last.width += cell_end - x;
             } else {
-                runs.push((x, cell_end));
+                runs.push(Rect::new(x, y, cell_end - x, band_end - y));
             }
             x = cell_end;
         }
-        bands.push((y, band_end, runs));
         y = band_end;
     }
-    if left_out == 0 {
-        out.push(region);
-        return;
+    (left_out > 0).then_some(runs)
+}
+
+/// Pixels of `rect` read where they lie: BGRX rows `stride` bytes apart, the first at `data[0]`
+/// (an update's own pixels, or a canvas seen in place).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PixelsRef<'a> {
+    pub rect: Rect,
+    pub data: &'a [u8],
+    pub stride: usize,
+}
+
+impl<'a> From<&'a CanvasUpdate> for PixelsRef<'a> {
+    fn from(update: &'a CanvasUpdate) -> Self {
+        PixelsRef { rect: update.rect, data: &update.pixels, stride: usize::from(update.rect.width) * BYTES_PER_PIXEL }
     }
-    for (top, bottom, runs) in bands {
-        for (left, right) in runs {
-            let rect = Rect::new(left, top, right - left, bottom - top);
-            out.push(CanvasUpdate { rect, pixels: crop(&region, rect) });
-        }
+}
+
+impl<'a> PixelsRef<'a> {
+    /// The rows of `part` (inside `rect`), top to bottom.
+    fn rows(self, part: Rect) -> impl Iterator<Item = &'a [u8]> {
+        let row = usize::from(part.width) * BYTES_PER_PIXEL;
+        let dx = usize::from(part.x - self.rect.x) * BYTES_PER_PIXEL;
+        let dy = usize::from(part.y - self.rect.y);
+        (dy..dy + usize::from(part.height)).map(move |y| &self.data[y * self.stride + dx..][..row])
     }
 }
 
 /// The one colour of `part` of `region` (BGRX with the X byte cleared), if all its pixels have it.
-pub(crate) fn solid_colour(region: &CanvasUpdate, part: Rect) -> Option<[u8; 4]> {
-    let stride = usize::from(region.rect.width) * BYTES_PER_PIXEL;
-    let row = usize::from(part.width) * BYTES_PER_PIXEL;
-    let dx = usize::from(part.x - region.rect.x) * BYTES_PER_PIXEL;
-    let dy = usize::from(part.y - region.rect.y);
-    let first = &region.pixels[dy * stride + dx..][..BYTES_PER_PIXEL];
+pub(crate) fn solid_colour(region: PixelsRef<'_>, part: Rect) -> Option<[u8; 4]> {
+    let first = region.rows(part).next()?;
     let colour = [first[0], first[1], first[2], 0];
-    let same = (dy..dy + usize::from(part.height))
-        .all(|y| region.pixels[y * stride + dx..][..row].chunks_exact(BYTES_PER_PIXEL).all(|px| px[..3] == colour[..3]));
+    let same = region.rows(part).all(|row| row.chunks_exact(BYTES_PER_PIXEL).all(|px| px[..3] == colour[..3]));
     same.then_some(colour)
 }
 
 /// The hash of `cell` (inside `region`) from the region's pixels. The unshown X byte counts
 /// too: if a capture changes only that, the cell goes again, which costs bytes, never pixels.
-fn hash_cell(region: &CanvasUpdate, cell: Rect) -> u128 {
-    let stride = usize::from(region.rect.width) * BYTES_PER_PIXEL;
-    let row = usize::from(cell.width) * BYTES_PER_PIXEL;
-    let dx = usize::from(cell.x - region.rect.x) * BYTES_PER_PIXEL;
+fn hash_cell(region: PixelsRef<'_>, cell: Rect) -> u128 {
     let mut hasher = Xxh3::new();
-    for y in usize::from(cell.y - region.rect.y)..usize::from(cell.y - region.rect.y + cell.height) {
-        hasher.update(&region.pixels[y * stride + dx..][..row]);
+    for row in region.rows(cell) {
+        hasher.update(row);
     }
     hasher.digest128()
 }
 
 /// The pixels of `rect` out of `region`, which contains it and has all its pixels.
-pub(crate) fn crop(region: &CanvasUpdate, rect: Rect) -> Vec<u8> {
-    let stride = usize::from(region.rect.width) * BYTES_PER_PIXEL;
-    let row = usize::from(rect.width) * BYTES_PER_PIXEL;
-    let dx = usize::from(rect.x - region.rect.x) * BYTES_PER_PIXEL;
-    let dy = usize::from(rect.y - region.rect.y);
-    let mut out = Vec::with_capacity(row * usize::from(rect.height));
-    for y in dy..dy + usize::from(rect.height) {
-        out.extend_from_slice(&region.pixels[y * stride + dx..][..row]);
+pub(crate) fn crop(region: PixelsRef<'_>, rect: Rect) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rect.area() as usize * BYTES_PER_PIXEL);
+    for row in region.rows(rect) {
+        out.extend_from_slice(row);
     }
     out
 }
@@ -174,7 +185,7 @@ mod tests {
 
     fn region(pixels: &[u8], rect: Rect) -> CanvasUpdate {
         let whole = CanvasUpdate { rect: SIZE.rect(), pixels: pixels.to_vec() };
-        CanvasUpdate { rect, pixels: crop(&whole, rect) }
+        CanvasUpdate { rect, pixels: crop((&whole).into(), rect) }
     }
 
     fn rects(updates: &[CanvasUpdate]) -> Vec<Rect> {
