@@ -1,5 +1,5 @@
 //! How fast the GFX encoders are on this machine: H.264 pictures of a whole screen (colour
-//! conversion included) for worst-case motion and for a terminal, and lossless planar commands
+//! conversion included) for worst-case motion, the benchmark's animation and a terminal, and lossless planar commands
 //! of text-sized changes (what `Stage::SMALL_CHANGE` is chosen by).
 //!
 //! `cargo run --release -p rdhost-frames --example h264_speed [frames]`
@@ -42,6 +42,16 @@ fn glyph(pixels: &mut [u8], size: Size, col: u32, row: u32, ch: u32) {
     }
 }
 
+/// What the benchmark's X session shows: `rdhost-xanimate`'s scrolling gradient and moving bar.
+fn animation(pixels: &mut [u8], size: Size, frame: u32) {
+    let pattern = rdhost_xprobe::animate::Pattern::new(size.width, size.height);
+    let mut drawn = vec![0u32; pattern.len()];
+    pattern.draw(u64::from(frame), &mut drawn);
+    for (p, v) in pixels.chunks_exact_mut(4).zip(drawn) {
+        p.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// A terminal: three lines rewritten per frame.
 fn terminal(pixels: &mut [u8], size: Size, frame: u32) {
     let (cols, rows) = (u32::from(size.width) / 8, u32::from(size.height) / 16);
@@ -66,7 +76,7 @@ fn main() {
     let frames: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(150);
     println!("{frames} frames per run; median ms per frame (colour conversion included), KiB per frame, average QP");
     for size in [Size::new(1280, 800), Size::new(1920, 1080)] {
-        for (name, paint) in [("motion", motion as fn(&mut [u8], Size, u32)), ("terminal", terminal)] {
+        for (name, paint) in [("motion", motion as fn(&mut [u8], Size, u32)), ("animation", animation), ("terminal", terminal)] {
             let mut pixels = vec![0u8; size.area() * 4];
             terminal_background(&mut pixels, size);
             let mut encoder = H264Encoder::new(size).expect("an encoder");
