@@ -28,10 +28,29 @@ pub struct Canvas {
 
 struct State {
     size: Size,
-    pixels: Vec<u8>,
+    /// At least `size.area() * 4` bytes; see [`State::pixels`].
+    memory: Box<dyn PixelMemory>,
     subscribers: Vec<SubscriberDamage>,
     next_subscriber: u64,
     overlay: Option<Overlay>,
+}
+
+/// Where a canvas keeps its pixels: its own memory (a `Vec`), or memory it shares with where
+/// the pixels come from (an X desktop's capture segment, which the X server writes straight
+/// into while the canvas is locked for drawing: no copy in between).
+pub trait PixelMemory: Send {
+    /// All of it; the canvas uses the first `size.area() * 4` bytes.
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl PixelMemory for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
 }
 
 /// Pixels shown over the desktop's at `rect` (BGRX rows of `rect.width * 4` bytes, no padding).
@@ -143,7 +162,7 @@ impl Canvas {
         Arc::new(Self {
             state: Mutex::new(State {
                 size,
-                pixels: vec![0; size.area() * BYTES_PER_PIXEL],
+                memory: Box::new(vec![0; size.area() * BYTES_PER_PIXEL]),
                 subscribers: Vec::new(),
                 next_subscriber: 0,
                 overlay: None,
@@ -164,7 +183,7 @@ impl Canvas {
     {
         let mut state = self.state.lock().unwrap();
         let size = state.size;
-        let damage = f(&mut state.pixels, size);
+        let damage = f(state.pixels_mut(), size);
         if damage.is_empty() {
             return;
         }
@@ -180,14 +199,23 @@ impl Canvas {
 
     /// Change size. The new pixels are black until drawn; every subscriber sees `resized`.
     pub fn resize(&self, size: Size) {
-        let mut state = self.state.lock().unwrap();
-        if state.size == size {
-            return;
+        if self.size() != size {
+            self.resize_into(size, Box::new(vec![0; size.area() * BYTES_PER_PIXEL]));
         }
+    }
+
+    /// Keep the pixels in `memory` from now on, at `size` (what it holds shows until drawn over).
+    /// Every subscriber gets the whole canvas as damage, and sees `resized` if the size changed.
+    ///
+    /// Panics when `memory` is smaller than `size` needs.
+    pub fn resize_into(&self, size: Size, memory: Box<dyn PixelMemory>) {
+        assert!(memory.bytes().len() >= size.area() * BYTES_PER_PIXEL, "{} bytes cannot hold {size:?}", memory.bytes().len());
+        let mut state = self.state.lock().unwrap();
+        let resized = state.size != size;
         state.size = size;
-        state.pixels = vec![0; size.area() * BYTES_PER_PIXEL];
+        state.memory = memory;
         for sub in &mut state.subscribers {
-            sub.resized = true;
+            sub.resized |= resized;
             sub.damage.clear();
             sub.damage.add(size.rect());
         }
@@ -262,6 +290,16 @@ impl Canvas {
 }
 
 impl State {
+    /// The desktop's pixels: BGRX rows of `size.width * 4` bytes.
+    fn pixels(&self) -> &[u8] {
+        &self.memory.bytes()[..self.size.area() * BYTES_PER_PIXEL]
+    }
+
+    fn pixels_mut(&mut self) -> &mut [u8] {
+        let len = self.size.area() * BYTES_PER_PIXEL;
+        &mut self.memory.bytes_mut()[..len]
+    }
+
     /// Subscriber `id`'s damage (inside the canvas, none empty) and whether it saw a resize,
     /// now cleared; `None` when it has neither.
     fn take_damage(&mut self, id: u64) -> Option<(bool, Vec<Rect>)> {
@@ -278,7 +316,7 @@ impl State {
     /// The pixels of `rect` (inside the canvas) as readers see them: the desktop's, with the
     /// overlay over them where the two meet.
     fn compose(&self, rect: Rect) -> Vec<u8> {
-        let mut out = copy_rect(&self.pixels, self.size, rect);
+        let mut out = copy_rect(self.pixels(), self.size, rect);
         if let Some(overlay) = &self.overlay {
             let shared = overlay.rect.intersect(rect);
             let src_stride = usize::from(overlay.rect.width) * BYTES_PER_PIXEL;
@@ -368,7 +406,7 @@ impl Subscription {
         let (resized, rects) = state.take_damage(self.id)?;
         let size = state.size;
         let composed = state.overlay.is_some().then(|| state.compose(size.rect()));
-        let pixels = composed.as_deref().unwrap_or(&state.pixels);
+        let pixels = composed.as_deref().unwrap_or(state.pixels());
         Some(f(InPlace { size, resized, rects, pixels }))
     }
 

@@ -12,7 +12,7 @@ pub mod process;
 pub mod terminal;
 pub mod x11;
 
-pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, InPlace, Subscription};
+pub use canvas::{Canvas, CanvasUpdate, Damage, Frame, InPlace, PixelMemory, Subscription};
 pub use input::{Hotkey, InputEvent, KeyboardLayout, MouseButton, Scancode, WheelAxis};
 pub use canvas::Overlay;
 pub use clipboard::{ClipboardError, ClipboardOffer, ClipboardText, FetchReply, MAX_CLIPBOARD_BYTES};

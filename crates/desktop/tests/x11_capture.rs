@@ -33,13 +33,18 @@ impl Xvfb {
     /// Start an Xvfb with one screen of `size`. `None` (after saying why) when Xvfb is not
     /// installed and we are not in CI; in CI a missing Xvfb fails the test.
     fn start(size: Size, extra: &[&str]) -> Option<Xvfb> {
+        Self::start_at_depth(size, 24, extra)
+    }
+
+    /// [`start`](Self::start) with a screen `depth` bits deep.
+    fn start_at_depth(size: Size, depth: u8, extra: &[&str]) -> Option<Xvfb> {
         let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("Xvfb").is_file()));
         if !found {
             assert!(std::env::var_os("CI").is_none(), "Xvfb is not installed, and CI is set: X11 desktop tests cannot run");
             eprintln!("skipped: Xvfb is not installed");
             return None;
         }
-        let mut args = vec!["-screen".to_string(), "0".into(), format!("{}x{}x24", size.width, size.height)];
+        let mut args = vec!["-screen".to_string(), "0".into(), format!("{}x{}x{depth}", size.width, size.height)];
         args.extend(extra.iter().map(|a| a.to_string()));
         Some(Self::launch("Xvfb", args, |_| Vec::new()))
     }
@@ -213,6 +218,21 @@ fn x11_damage_reaches_the_canvas_without_rereading_the_screen() {
     let frame = sub.take().unwrap();
     let area: u64 = frame.regions.iter().map(|r| r.rect.area()).sum();
     assert!(area <= a.area() + b.area(), "{:?}", frame.regions.iter().map(|r| r.rect).collect::<Vec<_>>());
+    desktop.terminate();
+}
+
+/// A 16-bit screen's pixels are not the canvas' BGRX: they are read into a segment of the
+/// capture's own and converted (a 24-bit screen is read straight into the canvas).
+#[test]
+fn x11_depth_16_screens_are_converted() {
+    let Some(xvfb) = Xvfb::start_at_depth(Size::new(320, 200), 16, &[]) else { return };
+    let desktop = X11Desktop::attach(xvfb.display.clone(), AttachOptions::default()).unwrap();
+    let client = xvfb.client();
+    let (red, blue) = (Rect::new(10, 10, 50, 40), Rect::new(100, 150, 30, 20));
+    // RGB 565 pixel values: full red, full blue.
+    fill(&client, red, 0xF800);
+    fill(&client, blue, 0x001F);
+    wait_until("both fills, converted", || shows(&desktop, red, 0xFF0000) && shows(&desktop, blue, 0x0000FF));
     desktop.terminate();
 }
 

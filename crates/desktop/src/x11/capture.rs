@@ -1,5 +1,8 @@
 //! Screen capture: DAMAGE says what changed, MIT-SHM `GetImage` reads those rectangles into a
-//! segment shared with the server, and the rows are copied into the canvas. The cursor image
+//! segment shared with the server. When the server's pixels are BGRX (depth 24, as our X
+//! servers run) the canvas keeps its pixels in that segment and the server writes whole rows
+//! straight into it, under the canvas lock; other formats are read into a segment of their own
+//! and converted row by row into the canvas. The cursor image
 //! comes from XFIXES.
 //!
 //! The damage object reports at level NonEmpty: one event when damage appears, then nothing
@@ -18,7 +21,7 @@ use x11rb::protocol::xproto::{ImageFormat, Rectangle};
 use x11rb::rust_connection::RustConnection;
 
 use super::display::PixelFormat;
-use crate::{Canvas, CursorShape, Rect, Size};
+use crate::{Canvas, CursorShape, PixelMemory, Rect, Size};
 
 /// Cursor images larger than this are cropped (keeping the hotspot inside): 96x96 is the largest
 /// pointer every RDP client accepts without the large-pointer capability, so a shape from here
@@ -61,51 +64,59 @@ impl From<ReplyOrIdError> for Fault {
     }
 }
 
-/// A memfd segment the server writes images into; we map it read-only.
+/// A memfd segment the server writes images into.
 pub(crate) struct ShmSegment {
     seg: u32,
+    mapping: Mapping,
+}
+
+/// Our mapping of a segment's memfd (the server maps its own).
+pub(crate) struct Mapping {
     ptr: *mut libc::c_void,
     len: usize,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; only the capture thread reads it.
-unsafe impl Send for ShmSegment {}
+// SAFETY: the mapping is plain memory owned by this value; it is read and written only by whoever
+// holds it (the capture thread, or the canvas under its lock).
+unsafe impl Send for Mapping {}
 
 impl ShmSegment {
     pub fn new(conn: &RustConnection, len: usize) -> Result<ShmSegment, Fault> {
         let len = len.max(4096);
         let fd = memfd(len).map_err(|e| Fault::Refused(format!("cannot create the capture segment: {e}")))?;
         // SAFETY: a fresh shared mapping of a file we just sized to `len`; checked for failure.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(Fault::Refused(format!("cannot map the capture segment: {}", std::io::Error::last_os_error())));
         }
-        let mut segment = ShmSegment { seg: 0, ptr, len };
-        segment.seg = conn.generate_id()?;
+        let mapping = Mapping { ptr, len };
+        let seg = conn.generate_id()?;
         // The server maps its own copy from the fd it receives; ours can close after sending.
-        conn.shm_attach_fd(segment.seg, fd, false)?;
-        Ok(segment)
+        conn.shm_attach_fd(seg, fd, false)?;
+        Ok(ShmSegment { seg, mapping })
     }
 
     pub fn len(&self) -> usize {
-        self.len
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives. The server writes
-        // only while a GetImage we sent is in flight, and we read only after its reply.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-
-    /// Tell the server to let go of the segment (the mapping goes on drop).
-    pub fn detach(&self, conn: &RustConnection) {
-        let _ = x11rb::protocol::shm::detach(conn, self.seg);
+        self.mapping.len
     }
 }
 
-impl Drop for ShmSegment {
+impl PixelMemory for Mapping {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives. The server writes only
+        // while a GetImage we sent is in flight, and we read only after its reply.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`; `&mut self` makes this the only reference of ours.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped, once.
+        // SAFETY: unmapping exactly what `ShmSegment::new` mapped, once.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
@@ -133,7 +144,16 @@ pub(crate) struct Capture {
     damage: u32,
     region: u32,
     size: Size,
-    segment: ShmSegment,
+    segment: Segment,
+}
+
+/// Where the server writes what the capture reads.
+enum Segment {
+    /// The canvas keeps its pixels in the segment (the server's pixels are BGRX, as the
+    /// canvas'): the server writes rows straight into it while the canvas is locked.
+    Canvas { seg: u32 },
+    /// Other formats: into a segment of the capture's own, converted row by row into the canvas.
+    Copied(ShmSegment),
 }
 
 impl Capture {
@@ -143,8 +163,7 @@ impl Capture {
         conn.damage_create(damage, root, damage::ReportLevel::NON_EMPTY)?;
         let region = conn.generate_id()?;
         conn.xfixes_create_region(region, &[])?;
-        let segment = ShmSegment::new(conn, format.stride(size.width) * usize::from(size.height))?;
-        canvas.resize(size);
+        let segment = Segment::new(conn, format, &canvas, size)?;
         Ok(Capture { root, format, canvas, damage, region, size, segment })
     }
 
@@ -156,12 +175,11 @@ impl Capture {
     pub fn set_size(&mut self, conn: &RustConnection, size: Size) -> Result<(), Fault> {
         if size != self.size {
             let needed = self.format.stride(size.width) * usize::from(size.height);
-            if needed > self.segment.len() || needed < self.segment.len() / 4 {
-                let segment = ShmSegment::new(conn, needed)?;
-                std::mem::replace(&mut self.segment, segment).detach(conn);
+            match &self.segment {
+                Segment::Copied(segment) if needed <= segment.len() && needed >= segment.len() / 4 => self.canvas.resize(size),
+                _ => std::mem::replace(&mut self.segment, Segment::new(conn, self.format, &self.canvas, size)?).detach(conn),
             }
             self.size = size;
-            self.canvas.resize(size);
         }
         self.full(conn)
     }
@@ -185,17 +203,66 @@ impl Capture {
         self.read(conn, &rects)
     }
 
+    fn read(&mut self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
+        match &self.segment {
+            Segment::Canvas { seg } => self.read_in_place(conn, *seg, rects),
+            Segment::Copied(_) => self.read_copied(conn, rects),
+        }
+    }
+
+    /// Read the rows `rects` lie in, whole, straight into the canvas (its segment `seg`), under
+    /// the canvas' lock. Whole rows keep the server's image in the canvas' layout; the columns
+    /// read beside a rectangle are the pixels already there, or newer ones.
+    fn read_in_place(&self, conn: &RustConnection, seg: u32, rects: &[Rect]) -> Result<(), Fault> {
+        let (root, width, stride) = (self.root, self.size.width, self.format.stride(self.size.width));
+        let mut bands: Vec<(u16, u16)> = rects.iter().filter(|r| !r.is_empty()).map(|r| (r.y, r.y + r.height)).collect();
+        bands.sort_unstable();
+        bands.dedup_by(|next, band| {
+            let overlaps = next.0 <= band.1;
+            band.1 = if overlaps { band.1.max(next.1) } else { band.1 };
+            overlaps
+        });
+        let mut result = Ok(());
+        // The closure never touches the canvas' slice: the server writes the memory beneath it,
+        // and only while the lock keeps every reader out.
+        self.canvas.draw(|_, size| {
+            if size != self.size {
+                return Vec::new();
+            }
+            let cookies = bands.iter().map(|&(top, bottom)| {
+                let y = i16::try_from(top).unwrap_or(i16::MAX);
+                conn.shm_get_image(root, 0, y, width, bottom - top, !0, ImageFormat::Z_PIXMAP.into(), seg, (usize::from(top) * stride) as u32)
+            });
+            match cookies.collect::<Result<Vec<_>, _>>() {
+                Ok(cookies) => {
+                    for cookie in cookies {
+                        if let Err(e) = cookie.reply() {
+                            result = Err(e.into());
+                        }
+                    }
+                }
+                Err(e) => result = Err(e.into()),
+            }
+            // Even after an error: rows may have been written.
+            rects.to_vec()
+        });
+        result
+    }
+
     /// Read `rects` with one GetImage each, packed one after another in the segment, and draw
     /// them. The requests go out together and the replies are awaited together, so a frame
     /// costs one round trip per segment-full, not one per rectangle.
-    fn read(&mut self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
+    fn read_copied(&mut self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
+        let Segment::Copied(segment) = &self.segment else {
+            return Ok(());
+        };
         let mut rest = rects;
         while !rest.is_empty() {
             let mut offset = 0usize;
             let mut batch = Vec::new();
             for rect in rest {
                 let bytes = self.format.stride(rect.width) * usize::from(rect.height);
-                if offset + bytes > self.segment.len() {
+                if offset + bytes > segment.len() {
                     break;
                 }
                 batch.push((*rect, offset));
@@ -209,14 +276,14 @@ impl Capture {
                 .map(|(r, off)| {
                     let x = i16::try_from(r.x).unwrap_or(i16::MAX);
                     let y = i16::try_from(r.y).unwrap_or(i16::MAX);
-                    conn.shm_get_image(self.root, x, y, r.width, r.height, !0, ImageFormat::Z_PIXMAP.into(), self.segment.seg, *off as u32)
+                    conn.shm_get_image(self.root, x, y, r.width, r.height, !0, ImageFormat::Z_PIXMAP.into(), segment.seg, *off as u32)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             for cookie in cookies {
                 cookie.reply()?;
             }
             let format = self.format;
-            let src = self.segment.bytes();
+            let src = segment.mapping.bytes();
             self.canvas.draw(|pixels, size| {
                 let stride = usize::from(size.width) * 4;
                 let mut drawn = Vec::with_capacity(batch.len());
@@ -240,6 +307,30 @@ impl Capture {
             rest = &rest[batch.len()..];
         }
         Ok(())
+    }
+}
+
+impl Segment {
+    /// A segment for a screen of `size`, the canvas resized to it (into the segment when the
+    /// server's pixels are BGRX).
+    fn new(conn: &RustConnection, format: PixelFormat, canvas: &Canvas, size: Size) -> Result<Segment, Fault> {
+        let segment = ShmSegment::new(conn, format.stride(size.width) * usize::from(size.height))?;
+        if !format.is_bgrx() {
+            canvas.resize(size);
+            return Ok(Segment::Copied(segment));
+        }
+        let ShmSegment { seg, mapping } = segment;
+        canvas.resize_into(size, Box::new(mapping));
+        Ok(Segment::Canvas { seg })
+    }
+
+    /// Tell the server to let go of the segment (the canvas or the segment unmaps its memory).
+    fn detach(&self, conn: &RustConnection) {
+        let seg = match self {
+            Segment::Canvas { seg } => *seg,
+            Segment::Copied(segment) => segment.seg,
+        };
+        let _ = x11rb::protocol::shm::detach(conn, seg);
     }
 }
 
