@@ -106,25 +106,27 @@ impl Encoder {
     /// Encode every changed rectangle of `frame`.
     pub fn encode(&mut self, frame: &Frame) -> Result<EncodedFrame, EncodeError> {
         let mut out = Vec::new();
-        for region in &frame.regions {
-            for band in self.bands(region) {
+        for region in frame.regions.iter().filter(|r| !r.rect.is_empty()) {
+            let split = self.bands(region);
+            let bands = if split.is_empty() { std::slice::from_ref(region) } else { &split[..] };
+            for band in bands {
                 match self.profile {
                     CodecProfile::RemoteFx { codec_id, rlgr3 } => {
                         self.frame_index = self.frame_index.wrapping_add(1);
-                        let data = encode_rfx(&band, frame.size, rlgr3, self.frame_index)?;
-                        surface_bits(&band, codec_id, &data, &mut out)?;
+                        let data = encode_rfx(band, frame.size, rlgr3, self.frame_index)?;
+                        surface_bits(band, codec_id, &data, &mut out)?;
                     }
-                    CodecProfile::Planar => planar_bitmap(&band, false, &mut out)?,
-                    CodecProfile::PlanarWithAlpha => planar_bitmap(&band, true, &mut out)?,
-                    CodecProfile::Interleaved16 => interleaved_bitmap(&band, Depth::Rgb565, &mut out)?,
-                    CodecProfile::Interleaved24 => interleaved_bitmap(&band, Depth::Bgr24, &mut out)?,
+                    CodecProfile::Planar => planar_bitmap(band, false, &mut out)?,
+                    CodecProfile::PlanarWithAlpha => planar_bitmap(band, true, &mut out)?,
+                    CodecProfile::Interleaved16 => interleaved_bitmap(band, Depth::Rgb565, &mut out)?,
+                    CodecProfile::Interleaved24 => interleaved_bitmap(band, Depth::Bgr24, &mut out)?,
                     // Its updates are EGFX commands, made by the stage (crate::gfx), not fast-path bytes.
                     CodecProfile::Avc420 => {
                         return Err(EncodeError::Codec { what: "avc420", detail: "a GFX profile has no fast-path encoding".into() });
                     }
                     CodecProfile::Uncompressed => {
-                        let data = bottom_up(&band);
-                        surface_bits(&band, 0, &data, &mut out)?;
+                        let data = bottom_up(band);
+                        surface_bits(band, 0, &data, &mut out)?;
                     }
                 }
             }
@@ -132,7 +134,8 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Split a rectangle into horizontal strips whose raw pixels fit one logical update.
+    /// Split a rectangle into horizontal strips whose raw pixels fit one logical update; none
+    /// when it fits whole (it is then encoded as it is, not copied).
     fn bands(&self, region: &CanvasUpdate) -> Vec<CanvasUpdate> {
         let row_bytes = usize::from(region.rect.width) * BYTES_PER_PIXEL;
         if row_bytes == 0 {
@@ -157,7 +160,7 @@ impl Encoder {
         }
         let height = usize::from(region.rect.height);
         if rows >= height {
-            return vec![region.clone()];
+            return Vec::new();
         }
         (0..height)
             .step_by(rows)
