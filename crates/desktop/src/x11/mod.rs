@@ -227,7 +227,11 @@ impl X11Desktop {
         }
         let geometry = conn.get_geometry(root)?.reply()?;
         let size = Size::new(geometry.width, geometry.height);
-        let canvas = Canvas::new(size);
+        // Sized by the capture, which also gives it its memory (the capture segment on a BGRX
+        // screen): a screen-sized buffer allocated here only to be freed would move glibc's
+        // mmap threshold up and leave frame-sized buffers sitting in its arenas (+3.4 MiB a
+        // session, measured).
+        let canvas = Canvas::new(Size::new(0, 0));
 
         // Events first, then the first reads: nothing that changes in between is missed.
         conn.change_window_attributes(root, &ChangeWindowAttributesAux::new().event_mask(EventMask::STRUCTURE_NOTIFY))?.check()?;
