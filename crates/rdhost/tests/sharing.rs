@@ -95,10 +95,18 @@ async fn control_levels_gate_graphics_and_input() {
         assert!(!a[key].is_null(), "attendee JSON has {key}: {a}");
     }
 
+    // A second attendee, told when the first leaves (OD_PARTICIPANT_REMOVED).
+    let mut bob = join(&sharer, "bob").await;
+    sharer.wait_attendee(WAIT, |a| a["name"] == "bob").expect("bob is listed");
+    assert!(bob.pump_until(WAIT, |c| c.participant().is_some()).await.unwrap(), "bob is told about himself");
+
     // Leaving by itself is reason CLI.
     alice.disconnect().await.unwrap();
     let gone = events.wait(WAIT, |e| e["event"] == "attendee-disconnected").expect("a disconnect event");
     assert_eq!(gone["reason"], "CLI", "{gone}");
+    let told = bob.pump_until(WAIT, |c| c.encomsp_counters().participant_removed == 1).await.unwrap();
+    assert!(told, "bob is told alice left: {:?}", bob.encomsp_counters());
+    assert!(!bob.closed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

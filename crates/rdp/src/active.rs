@@ -91,6 +91,10 @@ pub enum TerminalCommand {
     /// with its new control level, or another attendee. Nothing is sent (and a debug line is
     /// logged) when the client did not join `encomsp`.
     Participant(Participant),
+    /// Tell the client a participant left (OD_PARTICIPANT_REMOVED on `encomsp`), and why
+    /// (`disc_type`: 0 the sharer ended it, 1 an error, 2 it left itself). Nothing is sent when
+    /// the client did not join `encomsp`.
+    ParticipantRemoved { participant_id: u32, disc_type: u32 },
     /// Pause (`true`) or resume the picture: no screen updates while paused, whatever is
     /// shown; the client is told (GRAPHICS_STREAM_PAUSED / RESUMED) when it joined `encomsp`,
     /// and gets the whole, newest screen on resume. The pause outlasts a [`Show`](Self::Show).
@@ -259,6 +263,9 @@ impl Terminal {
                         return Err(TerminalEnd::Disconnected { error_info });
                     }
                     Some(TerminalCommand::Participant(participant)) => self.send_encomsp(&participant.to_pdu()).await?,
+                    Some(TerminalCommand::ParticipantRemoved { participant_id, disc_type }) => {
+                        self.send_encomsp(&EncomspPdu::ParticipantRemoved { participant_id, disc_type, disc_code: 0 }).await?
+                    }
                     Some(TerminalCommand::Pause(on)) => self.pause(on, showing).await?,
                     // The owner is gone: nobody can use this terminal any more.
                     None => {

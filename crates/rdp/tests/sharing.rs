@@ -100,6 +100,11 @@ async fn an_attendee_asks_for_control_is_told_its_level_and_sees_pauses() {
             wait_for(&mut client, "interaction granted", |c| c.participant() == Some(driver)).await;
             assert_eq!(client.encomsp_counters().participant_created, 3);
 
+            // The other attendee leaves: the client is told, and stays who it is.
+            commands.send(TerminalCommand::ParticipantRemoved { participant_id: 8, disc_type: 2 }).await.unwrap();
+            wait_for(&mut client, "the other attendee removed", |c| c.encomsp_counters().participant_removed == 1).await;
+            assert_eq!(client.participant(), Some(driver));
+
             // Pause: the client is told, and gets no pictures, not even when it asks for a
             // refresh or when the terminal is given a new feed.
             commands.send(TerminalCommand::Pause(true)).await.unwrap();

@@ -200,8 +200,10 @@ impl Host {
                 ShareEffect::PauseTerminal { terminal } => self.command(terminal, TerminalCommand::Pause(true)),
                 // A terminal's showing is built with its sharing's rectangle: its Show brings it.
                 ShareEffect::RegionTerminal { .. } => {}
-                // FreeRDP only logs OD_PARTICIPANT_REMOVED; the wire does not send it yet.
-                ShareEffect::ParticipantRemoved(notice) => tracing::debug!(?notice, "participant removed"),
+                ShareEffect::ParticipantRemoved(notice) => self.command(
+                    notice.terminal,
+                    TerminalCommand::ParticipantRemoved { participant_id: notice.participant_id, disc_type: notice.reason.code() },
+                ),
                 // Each attendee gets a feed of the new rectangle (a reactivation when its size changes).
                 ShareEffect::Region(_) => {
                     for terminal in self.attendee_terminals(session) {
