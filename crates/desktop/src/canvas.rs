@@ -199,8 +199,11 @@ impl Canvas {
 
     /// Change size. The new pixels are black until drawn; every subscriber sees `resized`.
     pub fn resize(&self, size: Size) {
-        if self.size() != size {
-            self.resize_into(size, Box::new(vec![0; size.area() * BYTES_PER_PIXEL]));
+        let mut state = self.state.lock().unwrap();
+        if state.size != size {
+            state.replace_memory(size, Box::new(vec![0; size.area() * BYTES_PER_PIXEL]));
+            drop(state);
+            self.generation.send_modify(|g| *g += 1);
         }
     }
 
@@ -210,16 +213,7 @@ impl Canvas {
     /// Panics when `memory` is smaller than `size` needs.
     pub fn resize_into(&self, size: Size, memory: Box<dyn PixelMemory>) {
         assert!(memory.bytes().len() >= size.area() * BYTES_PER_PIXEL, "{} bytes cannot hold {size:?}", memory.bytes().len());
-        let mut state = self.state.lock().unwrap();
-        let resized = state.size != size;
-        state.size = size;
-        state.memory = memory;
-        for sub in &mut state.subscribers {
-            sub.resized |= resized;
-            sub.damage.clear();
-            sub.damage.add(size.rect());
-        }
-        drop(state);
+        self.state.lock().unwrap().replace_memory(size, memory);
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -298,6 +292,19 @@ impl State {
     fn pixels_mut(&mut self) -> &mut [u8] {
         let len = self.size.area() * BYTES_PER_PIXEL;
         &mut self.memory.bytes_mut()[..len]
+    }
+
+    /// Keep the pixels in `memory` at `size`: the whole canvas is every subscriber's damage,
+    /// and `resized` if the size changed.
+    fn replace_memory(&mut self, size: Size, memory: Box<dyn PixelMemory>) {
+        let resized = self.size != size;
+        self.size = size;
+        self.memory = memory;
+        for sub in &mut self.subscribers {
+            sub.resized |= resized;
+            sub.damage.clear();
+            sub.damage.add(size.rect());
+        }
     }
 
     /// Subscriber `id`'s damage (inside the canvas, none empty) and whether it saw a resize,

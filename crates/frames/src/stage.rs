@@ -729,10 +729,7 @@ fn solid_fills(rects: Vec<Rect>, pixels: PixelsRef<'_>, fills: &mut Vec<([u8; 4]
             }
             true
         });
-        match runs {
-            Some(runs) => rest.extend(runs),
-            None => rest.push(rect),
-        }
+        rest.extend(runs.unwrap_or_else(|| vec![rect]));
     }
     rest
 }

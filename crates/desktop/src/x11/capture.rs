@@ -203,10 +203,10 @@ impl Capture {
         self.read(conn, &rects)
     }
 
-    fn read(&mut self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
+    fn read(&self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
         match &self.segment {
             Segment::Canvas { seg } => self.read_in_place(conn, *seg, rects),
-            Segment::Copied(_) => self.read_copied(conn, rects),
+            Segment::Copied(segment) => self.read_copied(conn, segment, rects),
         }
     }
 
@@ -252,10 +252,7 @@ impl Capture {
     /// Read `rects` with one GetImage each, packed one after another in the segment, and draw
     /// them. The requests go out together and the replies are awaited together, so a frame
     /// costs one round trip per segment-full, not one per rectangle.
-    fn read_copied(&mut self, conn: &RustConnection, rects: &[Rect]) -> Result<(), Fault> {
-        let Segment::Copied(segment) = &self.segment else {
-            return Ok(());
-        };
+    fn read_copied(&self, conn: &RustConnection, segment: &ShmSegment, rects: &[Rect]) -> Result<(), Fault> {
         let mut rest = rects;
         while !rest.is_empty() {
             let mut offset = 0usize;
