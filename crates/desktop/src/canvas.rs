@@ -150,6 +150,14 @@ pub struct InPlace<'a> {
     pub pixels: &'a [u8],
 }
 
+impl InPlace<'_> {
+    /// The changed rectangles widened to multiples of `align` in x, as
+    /// [`Subscription::take_aligned`] widens them.
+    pub fn aligned_rects(&self, align: u16) -> impl Iterator<Item = Rect> + '_ {
+        self.rects.iter().map(move |&r| align_rect(r, align, self.size.width))
+    }
+}
+
 /// One changed rectangle and its pixels (BGRX rows of `rect.width * 4` bytes, no padding).
 #[derive(Debug, Clone)]
 pub struct CanvasUpdate {

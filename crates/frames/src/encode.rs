@@ -6,11 +6,12 @@ use ironrdp_pdu::fast_path::UpdateCode;
 use ironrdp_pdu::geometry::{ExclusiveRectangle, InclusiveRectangle};
 use ironrdp_pdu::surface_commands::{ExtendedBitmapDataPdu, SurfaceBitsPdu, SurfaceCommand};
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
-use rdhost_desktop::{CanvasUpdate, Frame, Rect};
+use rdhost_desktop::{Frame, Rect, Size};
 
 use crate::fastpath::fastpath_updates;
 use crate::planar::{PlanarCompression, PlanarEncoder, PlanarSource};
 use crate::rfx::encode_rfx;
+use crate::tiles::PixelsRef;
 
 /// How a terminal wants its pixels. Terminals with equal profiles can share encoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,16 +106,21 @@ impl Encoder {
 
     /// Encode every changed rectangle of `frame`.
     pub fn encode(&mut self, frame: &Frame) -> Result<EncodedFrame, EncodeError> {
+        let regions: Vec<PixelsRef<'_>> = frame.regions.iter().map(PixelsRef::from).collect();
+        self.encode_pixels(frame.size, &regions)
+    }
+
+    /// Encode every rectangle of `regions` on a screen of `size`, reading the pixels where they
+    /// lie (an update's own, or the canvas in place).
+    pub(crate) fn encode_pixels(&mut self, size: Size, regions: &[PixelsRef<'_>]) -> Result<EncodedFrame, EncodeError> {
         let mut out = Vec::new();
-        for region in frame.regions.iter().filter(|r| !r.rect.is_empty()) {
-            let split = self.bands(region);
-            let bands = if split.is_empty() { std::slice::from_ref(region) } else { &split[..] };
-            for band in bands {
+        for &region in regions.iter().filter(|r| !r.rect.is_empty()) {
+            for band in self.bands(region) {
                 match self.profile {
                     CodecProfile::RemoteFx { codec_id, rlgr3 } => {
                         self.frame_index = self.frame_index.wrapping_add(1);
-                        let data = encode_rfx(band, frame.size, rlgr3, self.frame_index)?;
-                        surface_bits(band, codec_id, &data, &mut out)?;
+                        let data = encode_rfx(band, size, rlgr3, self.frame_index)?;
+                        surface_bits(band.rect, codec_id, &data, &mut out)?;
                     }
                     CodecProfile::Planar => planar_bitmap(band, false, &mut out)?,
                     CodecProfile::PlanarWithAlpha => planar_bitmap(band, true, &mut out)?,
@@ -125,8 +131,8 @@ impl Encoder {
                         return Err(EncodeError::Codec { what: "avc420", detail: "a GFX profile has no fast-path encoding".into() });
                     }
                     CodecProfile::Uncompressed => {
-                        let data = bottom_up(band);
-                        surface_bits(band, 0, &data, &mut out)?;
+                        let data = bottom_up(band)?;
+                        surface_bits(band.rect, 0, &data, &mut out)?;
                     }
                 }
             }
@@ -134,10 +140,11 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Split a rectangle into horizontal strips whose raw pixels fit one logical update; none
-    /// when it fits whole (it is then encoded as it is, not copied).
-    fn bands(&self, region: &CanvasUpdate) -> Vec<CanvasUpdate> {
-        let row_bytes = usize::from(region.rect.width) * BYTES_PER_PIXEL;
+    /// Split a rectangle into horizontal strips whose raw pixels fit one logical update, each
+    /// read where the rectangle's pixels lie.
+    fn bands<'a>(&self, region: PixelsRef<'a>) -> Vec<PixelsRef<'a>> {
+        let r = region.rect;
+        let row_bytes = usize::from(r.width) * BYTES_PER_PIXEL;
         if row_bytes == 0 {
             return Vec::new();
         }
@@ -155,22 +162,13 @@ impl Encoder {
         {
             // A compressed BitmapData carries its uncompressed size (of the padded bitmap) in 16 bits.
             let bytes_per_pixel = usize::from(self.profile.bits_per_pixel() / 8);
-            let padded_row_bytes = usize::from(planar_width(region.rect.width)) * bytes_per_pixel;
+            let padded_row_bytes = usize::from(planar_width(r.width)) * bytes_per_pixel;
             rows = rows.min(usize::from(u16::MAX) / padded_row_bytes).max(1);
         }
-        let height = usize::from(region.rect.height);
-        if rows >= height {
-            return Vec::new();
-        }
+        let height = usize::from(r.height);
         (0..height)
             .step_by(rows)
-            .map(|top| {
-                let h = rows.min(height - top);
-                CanvasUpdate {
-                    rect: Rect::new(region.rect.x, region.rect.y + top as u16, region.rect.width, h as u16),
-                    pixels: region.pixels[top * row_bytes..(top + h) * row_bytes].to_vec(),
-                }
-            })
+            .map(|top| region.part(Rect::new(r.x, r.y + top as u16, r.width, rows.min(height - top) as u16)))
             .collect()
     }
 }
@@ -187,13 +185,15 @@ fn codec_err(what: &'static str) -> impl Fn(ironrdp_core::EncodeError) -> Encode
 }
 
 /// Rows in the bottom-up order that bitmap and surface-bits payloads use.
-fn bottom_up(region: &CanvasUpdate) -> Vec<u8> {
-    let row_bytes = usize::from(region.rect.width) * BYTES_PER_PIXEL;
-    region.pixels.chunks(row_bytes).rev().flatten().copied().collect()
+fn bottom_up(region: PixelsRef<'_>) -> Result<Vec<u8>, EncodeError> {
+    if !region.is_whole() {
+        let r = region.rect;
+        return Err(EncodeError::Codec { what: "uncompressed bitmap", detail: format!("a {}x{} rectangle has not all its pixels", r.width, r.height) });
+    }
+    Ok(region.rows(region.rect).rev().flatten().copied().collect())
 }
 
-fn surface_bits(region: &CanvasUpdate, codec_id: u8, data: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let r = region.rect;
+fn surface_bits(r: Rect, codec_id: u8, data: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let cmd = SurfaceCommand::SetSurfaceBits(SurfaceBitsPdu {
         destination: ExclusiveRectangle { left: r.x, top: r.y, right: r.x + r.width, bottom: r.y + r.height },
         extended_bitmap_data: ExtendedBitmapDataPdu {
@@ -220,10 +220,9 @@ fn planar_width(width: u16) -> u16 {
 /// bottom-up as bitmaps have them. Rows are padded by repeating their last pixel (cheap to
 /// compress); the destination rectangle stays the real one, so clients draw none of the padding
 /// (MS-RDPBCGR 2.2.9.1.1.3.1.2.2: the bitmap is `width` wide, drawn at destLeft..=destRight).
-fn padded_rows_bottom_up(region: &CanvasUpdate, bitmap_width: u16) -> impl Iterator<Item = &[u8]> + Clone {
-    let row_bytes = usize::from(region.rect.width) * BYTES_PER_PIXEL;
+fn padded_rows_bottom_up<'a>(region: PixelsRef<'a>, bitmap_width: u16) -> impl Iterator<Item = &'a [u8]> + Clone {
     let pad = usize::from(bitmap_width.saturating_sub(region.rect.width));
-    region.pixels.chunks(row_bytes).rev().flat_map(move |row| {
+    region.rows(region.rect).rev().flat_map(move |row| {
         let last = &row[row.len() - BYTES_PER_PIXEL..];
         row.chunks(BYTES_PER_PIXEL).chain(std::iter::repeat_n(last, pad))
     })
@@ -231,10 +230,9 @@ fn padded_rows_bottom_up(region: &CanvasUpdate, bitmap_width: u16) -> impl Itera
 
 /// The size of the padded bitmap for `region` at `bytes_per_pixel`, which a compressed BitmapData
 /// carries in 16 bits; an error when it does not fit or the rectangle has not all its pixels.
-fn bitmap_size(region: &CanvasUpdate, bitmap_width: u16, bytes_per_pixel: u32, what: &'static str) -> Result<u16, EncodeError> {
+fn bitmap_size(region: PixelsRef<'_>, bitmap_width: u16, bytes_per_pixel: u32, what: &'static str) -> Result<u16, EncodeError> {
     let r = region.rect;
-    let row_bytes = usize::from(r.width) * BYTES_PER_PIXEL;
-    let whole = r.width > 0 && r.height > 0 && region.pixels.len() == row_bytes * usize::from(r.height);
+    let whole = region.is_whole();
     u16::try_from(u32::from(bitmap_width) * bytes_per_pixel * u32::from(r.height))
         .ok()
         .filter(|_| whole)
@@ -255,17 +253,17 @@ fn destination(r: Rect) -> InclusiveRectangle {
 
 /// An RDP 6.0 planar bitmap, RLE-compressed; `alpha`: with an opaque alpha plane (see
 /// [`CodecProfile::PlanarWithAlpha`]).
-fn planar_bitmap(region: &CanvasUpdate, alpha: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn planar_bitmap(region: PixelsRef<'_>, alpha: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let r = region.rect;
     let bitmap_width = planar_width(r.width);
     let uncompressed_size = bitmap_size(region, bitmap_width, 4, "planar bitmap")?;
     let width = usize::from(r.width);
     // Rows bottom-up and padded by repeating their last pixel, as `padded_rows_bottom_up` has them.
     let src = PlanarSource {
-        pixels: &region.pixels,
+        pixels: region.data,
         width,
         height: usize::from(r.height),
-        stride: width * BYTES_PER_PIXEL,
+        stride: region.stride,
         bottom_up: true,
         padded_width: usize::from(bitmap_width),
     };
@@ -322,7 +320,7 @@ impl Depth {
 
 /// A bitmap of `depth` with interleaved RLE compression, or uncompressed where compression does
 /// not pay (noise).
-fn interleaved_bitmap(region: &CanvasUpdate, depth: Depth, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn interleaved_bitmap(region: PixelsRef<'_>, depth: Depth, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let r = region.rect;
     let bitmap_width = planar_width(r.width);
     let uncompressed_size = bitmap_size(region, bitmap_width, depth.bytes() as u32, "interleaved bitmap")?;
@@ -424,7 +422,7 @@ fn interleaved_rle(pixels: &[u32], width: usize, depth: Depth, out: &mut Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdhost_desktop::Size;
+    use rdhost_desktop::{CanvasUpdate, Size};
     use ironrdp_core::decode;
     use ironrdp_graphics::rdp6::BitmapStreamDecoder;
     use ironrdp_graphics::rle::{decompress_16_bpp, decompress_24_bpp};
@@ -503,7 +501,7 @@ mod tests {
 
     /// `region`'s pixels as the padded bitmap a client decodes (rows bottom-up, `width` wide), RGB.
     fn expected_rgb(region: &CanvasUpdate, width: u16) -> Vec<u8> {
-        padded_rows_bottom_up(region, width).flat_map(|p| [p[2], p[1], p[0]]).collect()
+        padded_rows_bottom_up(region.into(), width).flat_map(|p| [p[2], p[1], p[0]]).collect()
     }
 
     #[test]
@@ -512,7 +510,7 @@ mod tests {
         for (colour, alpha) in [(text_like as fn(u16, u16) -> [u8; 3], true), (noise, true), (text_like, false), (noise, false)] {
             let update = region(5, 7, 30, 20, colour);
             let mut out = Vec::new();
-            planar_bitmap(&update, alpha, &mut out).unwrap();
+            planar_bitmap((&update).into(), alpha, &mut out).unwrap();
             let found = bitmaps(&out);
             assert_eq!(found.len(), 1);
             let (data, stream) = &found[0];
@@ -530,8 +528,8 @@ mod tests {
     fn the_alpha_plane_costs_little() {
         let update = region(0, 0, 1024, 15, text_like);
         let (mut with_alpha, mut without) = (Vec::new(), Vec::new());
-        planar_bitmap(&update, true, &mut with_alpha).unwrap();
-        planar_bitmap(&update, false, &mut without).unwrap();
+        planar_bitmap((&update).into(), true, &mut with_alpha).unwrap();
+        planar_bitmap((&update).into(), false, &mut without).unwrap();
         let without = bitmaps(&without)[0].1.len();
         let extra = bitmaps(&with_alpha)[0].1.len() - without;
         // One zero-delta row is ~1024/47 bytes of runs.
@@ -621,7 +619,7 @@ mod tests {
             let header = data.header.clone().unwrap();
             assert_eq!((usize::from(header.uncompressed_size), usize::from(header.main_body_size)), (raw_size, stream.len()));
             assert!(stream.len() * 2 < raw_size, "text compresses: {} bytes", stream.len());
-            let expected: Vec<u32> = padded_rows_bottom_up(&text, 104).map(|p| depth.pixel(p)).collect();
+            let expected: Vec<u32> = padded_rows_bottom_up((&text).into(), 104).map(|p| depth.pixel(p)).collect();
             assert_eq!(decode_interleaved(stream, 104, 40, depth), expected);
 
             // Noise does not compress: it goes raw.
@@ -631,7 +629,7 @@ mod tests {
             let (data, stream) = &found[0];
             assert!(!data.compressed && data.header.is_none());
             let mut raw = Vec::new();
-            for p in padded_rows_bottom_up(&noisy, 64) {
+            for p in padded_rows_bottom_up((&noisy).into(), 64) {
                 depth.write(depth.pixel(p), &mut raw);
             }
             assert_eq!(stream, &raw);

@@ -22,10 +22,10 @@ use ironrdp_pdu::codecs::rfx::{
     FrameEndPdu, OperatingMode, Quant, RegionPdu, RfxChannel, RfxRectangle, SyncPdu, TileSetPdu,
 };
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
-use rdhost_desktop::{CanvasUpdate, Rect, Size};
+use rdhost_desktop::{Rect, Size};
 
 use crate::encode::EncodeError;
-use crate::tiles::solid_colour;
+use crate::tiles::{PixelsRef, solid_colour};
 
 /// Tile edge and coefficients per tile component.
 const TILE: usize = 64;
@@ -46,14 +46,14 @@ fn codec_err(what: &'static str) -> impl Fn(ironrdp_core::EncodeError) -> Encode
 }
 
 /// One RemoteFX image-mode message for the rectangle (tiles relative to its top-left corner).
-pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, frame_index: u32) -> Result<Vec<u8>, EncodeError> {
+pub(crate) fn encode_rfx(region: PixelsRef<'_>, desktop: Size, rlgr3: bool, frame_index: u32) -> Result<Vec<u8>, EncodeError> {
     let entropy_algorithm = if rlgr3 { EntropyAlgorithm::Rlgr3 } else { EntropyAlgorithm::Rlgr1 };
     let (width, height) = (usize::from(region.rect.width), usize::from(region.rect.height));
-    let stride = width * BYTES_PER_PIXEL;
-    if region.pixels.len() < stride * height {
+    let stride = region.stride;
+    if !region.is_whole() {
         return Err(EncodeError::Codec {
             what: "remotefx",
-            detail: format!("a {width}x{height} rectangle has {} bytes of pixels, not {}", region.pixels.len(), stride * height),
+            detail: format!("a {width}x{height} rectangle has {} bytes of pixels {stride} bytes a row, too few", region.data.len()),
         });
     }
     let tiles_x = width.div_ceil(TILE);
@@ -69,9 +69,9 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
             let index = first + i;
             let (x, y) = ((index % tiles_x) * TILE, (index / tiles_x) * TILE);
             let (tw, th) = ((width - x).min(TILE), (height - y).min(TILE));
-            let input = &region.pixels[y * stride + x * BYTES_PER_PIXEL..];
+            let input = &region.data[y * stride + x * BYTES_PER_PIXEL..];
             let at = Rect::new(region.rect.x + x as u16, region.rect.y + y as u16, tw as u16, th as u16);
-            match solid_colour(region.into(), at) {
+            match solid_colour(region, at) {
                 Some(colour) => solids.code(colour, tile, |tile| encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile)),
                 None => encode_tile(input, stride, tw, th, entropy_algorithm, &mut scratch, tile),
             }
@@ -84,8 +84,12 @@ pub(crate) fn encode_rfx(region: &CanvasUpdate, desktop: Size, rlgr3: bool, fram
         encode_range(0, &mut coded);
     } else {
         let per = tile_count.div_ceil(threads);
+        // The calling thread takes the first share itself: one thread fewer to start a frame.
         let panicked = std::thread::scope(|scope| {
-            let workers: Vec<_> = coded.chunks_mut(per).enumerate().map(|(n, tiles)| scope.spawn(move || encode_range(n * per, tiles))).collect();
+            let mut shares = coded.chunks_mut(per);
+            let first = shares.next().unwrap_or_default();
+            let workers: Vec<_> = shares.enumerate().map(|(n, tiles)| scope.spawn(move || encode_range((n + 1) * per, tiles))).collect();
+            encode_range(0, first);
             workers.into_iter().map(|w| w.join()).any(|r| r.is_err())
         });
         if panicked {
@@ -528,7 +532,7 @@ fn rlgr_encode(mode: EntropyAlgorithm, input: &[i16], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use ironrdp_graphics::rfx::{MessageDecoder, TileDecoder};
-    use rdhost_desktop::Rect;
+    use rdhost_desktop::{CanvasUpdate, Rect};
 
     /// Deterministic pseudo-random numbers.
     fn noise(seed: u32) -> u32 {
@@ -649,7 +653,7 @@ mod tests {
         for (name, colour, min_db) in [("gradient", gradient as fn(usize, usize) -> [u8; 3], 40.0), ("text", text, 33.0), ("photo", photo, 36.0)] {
             for rlgr3 in [false, true] {
                 let update = picture(200, 130, colour);
-                let message = encode_rfx(&update, Size::new(800, 600), rlgr3, 1).unwrap();
+                let message = encode_rfx((&update).into(), Size::new(800, 600), rlgr3, 1).unwrap();
                 let db = psnr(&update, &decode(&message, 200, 130));
                 eprintln!("{name} rlgr3={rlgr3}: {} bytes, PSNR {db:.1} dB", message.len());
                 assert!(db >= min_db, "{name}: PSNR {db:.1} dB");
@@ -669,7 +673,7 @@ mod tests {
             _ => [0, 0, 90],
         });
         for rlgr3 in [false, true] {
-            let message = encode_rfx(&update, Size::new(200, 150), rlgr3, 1).unwrap();
+            let message = encode_rfx((&update).into(), Size::new(200, 150), rlgr3, 1).unwrap();
             let parsed = MessageDecoder::new().parse(&message).unwrap();
             let tiles = &parsed.frames[0].tile_set.tiles;
             let mode = if rlgr3 { EntropyAlgorithm::Rlgr3 } else { EntropyAlgorithm::Rlgr1 };
@@ -694,7 +698,7 @@ mod tests {
         // What ironrdp-graphics' component encoder gives for the same tiles, on our colour
         // planes: flooring shifts turn small negative coefficients into -1s.
         let update = picture(256, 128, photo);
-        let ours = encode_rfx(&update, Size::new(256, 128), true, 1).unwrap();
+        let ours = encode_rfx((&update).into(), Size::new(256, 128), true, 1).unwrap();
         let mut floored = 0;
         let mut scratch = Scratch::new();
         for ty in 0..2 {
@@ -716,6 +720,6 @@ mod tests {
     #[test]
     fn a_short_pixel_buffer_is_an_error() {
         let update = CanvasUpdate { rect: Rect::new(0, 0, 64, 64), pixels: vec![0; 64 * 63 * 4] };
-        assert!(encode_rfx(&update, Size::new(64, 64), true, 1).is_err());
+        assert!(encode_rfx((&update).into(), Size::new(64, 64), true, 1).is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{CanvasUpdate, Rect, Size};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 /// The cell edge: RemoteFX's tile, and a multiple of every encoder's x alignment.
 pub(crate) const CELL: u16 = 64;
@@ -42,29 +42,32 @@ impl TileHashes {
         self.hashes = vec![UNKNOWN; self.columns * usize::from(size.height.div_ceil(CELL))];
     }
 
-    /// The parts of `regions` (view coordinates, every pixel present) that differ from what was
-    /// last encoded, cut along cell edges; every cell's hash is brought up to date. `all`: send
-    /// everything anyway (a whole repaint), only recording the hashes.
-    pub(crate) fn changed(&mut self, regions: Vec<CanvasUpdate>, all: bool) -> Vec<CanvasUpdate> {
-        let mut out = Vec::with_capacity(regions.len());
-        for region in regions {
-            let r = region.rect;
+    /// The parts of `rects` (view coordinates, inside `view`: the whole view's pixels) that
+    /// differ from what was last encoded, cut along cell edges; every cell's hash is brought up
+    /// to date. `all`: send everything anyway (a whole repaint), only recording the hashes.
+    pub(crate) fn changed(&mut self, view: PixelsRef<'_>, rects: Vec<Rect>, all: bool) -> Vec<Rect> {
+        let mut out = Vec::with_capacity(rects.len());
+        for r in rects {
             if r.is_empty() || r.right() > u32::from(self.size.width) || r.bottom() > u32::from(self.size.height) {
                 // Not of this view (it cannot happen): sent as it is, nothing recorded.
-                out.push(region);
+                out.push(r);
                 continue;
             }
-            cut_cells(region, &mut out, |part, region| {
+            let runs = cell_runs(r, |part| {
                 let index = usize::from(part.y / CELL) * self.columns + usize::from(part.x / CELL);
                 if part != self.cell(part.x / CELL, part.y / CELL) {
                     self.hashes[index] = UNKNOWN;
                     return false;
                 }
-                let hash = hash_cell(region.into(), part);
+                let hash = hash_cell(view, part);
                 let same = hash != UNKNOWN && self.hashes[index] == hash;
                 self.hashes[index] = hash;
                 same && !all
             });
+            match runs {
+                None => out.push(r),
+                Some(runs) => out.extend(runs),
+            }
         }
         out
     }
@@ -76,19 +79,10 @@ impl TileHashes {
     }
 }
 
-/// Cut `region` along the 64x64 cell grid (view coordinates) and push to `out` what `leave_out`
-/// keeps: it sees each cell's part inside the region (whole cells and the region's ragged
-/// edges) and says whether to leave it out. What is left goes as one rectangle per run of
-/// neighbouring cells in a band of cell rows; a region nothing is left out of goes as it is.
-pub(crate) fn cut_cells(region: CanvasUpdate, out: &mut Vec<CanvasUpdate>, mut leave_out: impl FnMut(Rect, &CanvasUpdate) -> bool) {
-    match cell_runs(region.rect, |part| leave_out(part, &region)) {
-        None => out.push(region),
-        Some(runs) => out.extend(runs.into_iter().map(|rect| CanvasUpdate { rect, pixels: crop((&region).into(), rect) })),
-    }
-}
-
-/// [`cut_cells`] on a rectangle alone: the runs of cells left, or `None` when nothing was left
-/// out (the rectangle stays as it is).
+/// Cut `r` along the 64x64 cell grid (view coordinates) and keep what `leave_out` keeps: it
+/// sees each cell's part inside `r` (whole cells and the rectangle's ragged edges) and says
+/// whether to leave it out. What is left goes as one rectangle per run of neighbouring cells in
+/// a band of cell rows; `None` when nothing was left out (the rectangle stays as it is).
 pub(crate) fn cell_runs(r: Rect, mut leave_out: impl FnMut(Rect) -> bool) -> Option<Vec<Rect>> {
     let mut runs = Vec::new();
     let mut left_out = 0usize;
@@ -130,11 +124,23 @@ impl<'a> From<&'a CanvasUpdate> for PixelsRef<'a> {
 
 impl<'a> PixelsRef<'a> {
     /// The rows of `part` (inside `rect`), top to bottom.
-    fn rows(self, part: Rect) -> impl Iterator<Item = &'a [u8]> {
+    pub(crate) fn rows(self, part: Rect) -> impl DoubleEndedIterator<Item = &'a [u8]> + Clone {
         let row = usize::from(part.width) * BYTES_PER_PIXEL;
         let dx = usize::from(part.x - self.rect.x) * BYTES_PER_PIXEL;
         let dy = usize::from(part.y - self.rect.y);
         (dy..dy + usize::from(part.height)).map(move |y| &self.data[y * self.stride + dx..][..row])
+    }
+
+    /// `part` (inside `rect`) read in the same place: no pixel is copied.
+    pub(crate) fn part(self, part: Rect) -> PixelsRef<'a> {
+        let at = usize::from(part.y - self.rect.y) * self.stride + usize::from(part.x - self.rect.x) * BYTES_PER_PIXEL;
+        PixelsRef { rect: part, data: self.data.get(at..).unwrap_or_default(), stride: self.stride }
+    }
+
+    /// Whether every pixel of `rect` is there.
+    pub(crate) fn is_whole(self) -> bool {
+        let (w, h) = (usize::from(self.rect.width), usize::from(self.rect.height));
+        w > 0 && h > 0 && self.stride >= w * BYTES_PER_PIXEL && self.data.len() >= (h - 1) * self.stride + w * BYTES_PER_PIXEL
     }
 }
 
@@ -148,12 +154,15 @@ pub(crate) fn solid_colour(region: PixelsRef<'_>, part: Rect) -> Option<[u8; 4]>
 
 /// The hash of `cell` (inside `region`) from the region's pixels. The unshown X byte counts
 /// too: if a capture changes only that, the cell goes again, which costs bytes, never pixels.
+///
+/// Each row is hashed where it lies and the cell's hash is that of the row hashes: a streaming
+/// hasher would copy every row into its buffer first (a whole screen's copy a frame).
 fn hash_cell(region: PixelsRef<'_>, cell: Rect) -> u128 {
-    let mut hasher = Xxh3::new();
-    for row in region.rows(cell) {
-        hasher.update(row);
+    let mut row_hashes = [0u8; CELL as usize * 8];
+    for (row, out) in region.rows(cell).zip(row_hashes.chunks_exact_mut(8)) {
+        out.copy_from_slice(&xxh3_64(row).to_le_bytes());
     }
-    hasher.digest128()
+    xxh3_128(&row_hashes[..usize::from(cell.height) * 8])
 }
 
 /// The pixels of `rect` out of `region`, which contains it and has all its pixels.
@@ -183,13 +192,9 @@ mod tests {
         pixels
     }
 
-    fn region(pixels: &[u8], rect: Rect) -> CanvasUpdate {
-        let whole = CanvasUpdate { rect: SIZE.rect(), pixels: pixels.to_vec() };
-        CanvasUpdate { rect, pixels: crop((&whole).into(), rect) }
-    }
-
-    fn rects(updates: &[CanvasUpdate]) -> Vec<Rect> {
-        updates.iter().map(|u| u.rect).collect()
+    /// The whole screen seen in place.
+    fn view(pixels: &[u8]) -> PixelsRef<'_> {
+        PixelsRef { rect: SIZE.rect(), data: pixels, stride: usize::from(SIZE.width) * BYTES_PER_PIXEL }
     }
 
     fn pattern(x: u16, y: u16) -> u8 {
@@ -201,29 +206,26 @@ mod tests {
         let mut tiles = TileHashes::default();
         tiles.reset(SIZE);
         let pixels = screen(pattern);
-        let first = tiles.changed(vec![region(&pixels, SIZE.rect())], false);
-        assert_eq!(rects(&first), [SIZE.rect()], "nothing known yet: all of it, as it came");
-        assert!(tiles.changed(vec![region(&pixels, SIZE.rect())], false).is_empty());
-        assert_eq!(rects(&tiles.changed(vec![region(&pixels, SIZE.rect())], true)), [SIZE.rect()], "a whole repaint");
+        let first = tiles.changed(view(&pixels), vec![SIZE.rect()], false);
+        assert_eq!(first, [SIZE.rect()], "nothing known yet: all of it, as it came");
+        assert!(tiles.changed(view(&pixels), vec![SIZE.rect()], false).is_empty());
+        assert_eq!(tiles.changed(view(&pixels), vec![SIZE.rect()], true), [SIZE.rect()], "a whole repaint");
     }
 
     #[test]
-    fn only_the_cells_that_changed_are_sent_with_their_pixels() {
+    fn only_the_cells_that_changed_are_sent() {
         let mut tiles = TileHashes::default();
         tiles.reset(SIZE);
-        tiles.changed(vec![region(&screen(pattern), SIZE.rect())], false);
+        tiles.changed(view(&screen(pattern)), vec![SIZE.rect()], false);
         // One pixel in cell (1, 0), two in the short bottom-right cell (3, 2).
         let changed = screen(|x, y| if (x, y) == (100, 10) || (x, y) == (199, 149) || (x, y) == (195, 130) { 9 } else { pattern(x, y) });
-        let sent = tiles.changed(vec![region(&changed, SIZE.rect())], false);
-        assert_eq!(rects(&sent), [Rect::new(64, 0, 64, 64), Rect::new(192, 128, 8, 22)]);
-        for update in &sent {
-            assert_eq!(update.pixels, region(&changed, update.rect).pixels);
-        }
+        let sent = tiles.changed(view(&changed), vec![SIZE.rect()], false);
+        assert_eq!(sent, [Rect::new(64, 0, 64, 64), Rect::new(192, 128, 8, 22)]);
         // Neighbouring changed cells make one rectangle per band; the two cells changed before
         // are back to the pattern, which is a change too.
         let wide = screen(|x, y| if y == 70 && (10..140).contains(&x) { 1 } else { pattern(x, y) });
-        let sent = tiles.changed(vec![region(&wide, SIZE.rect())], false);
-        assert_eq!(rects(&sent), [Rect::new(64, 0, 64, 64), Rect::new(0, 64, 192, 64), Rect::new(192, 128, 8, 22)]);
+        let sent = tiles.changed(view(&wide), vec![SIZE.rect()], false);
+        assert_eq!(sent, [Rect::new(64, 0, 64, 64), Rect::new(0, 64, 192, 64), Rect::new(192, 128, 8, 22)]);
     }
 
     #[test]
@@ -231,15 +233,15 @@ mod tests {
         let mut tiles = TileHashes::default();
         tiles.reset(SIZE);
         let pixels = screen(pattern);
-        tiles.changed(vec![region(&pixels, SIZE.rect())], false);
+        tiles.changed(view(&pixels), vec![SIZE.rect()], false);
         let part = Rect::new(10, 10, 20, 20);
-        assert_eq!(rects(&tiles.changed(vec![region(&pixels, part)], false)), [part]);
+        assert_eq!(tiles.changed(view(&pixels), vec![part], false), [part]);
         // Cell (0, 0) is unknown now: sent even though it is as before, and only it.
-        assert_eq!(rects(&tiles.changed(vec![region(&pixels, SIZE.rect())], false)), [Rect::new(0, 0, 64, 64)]);
-        assert!(tiles.changed(vec![region(&pixels, SIZE.rect())], false).is_empty());
+        assert_eq!(tiles.changed(view(&pixels), vec![SIZE.rect()], false), [Rect::new(0, 0, 64, 64)]);
+        assert!(tiles.changed(view(&pixels), vec![SIZE.rect()], false).is_empty());
         // A region across cell edges keeps its own edges: only the unchanged whole cells go.
         let across = Rect::new(60, 60, 80, 70);
-        assert_eq!(rects(&tiles.changed(vec![region(&pixels, across)], false)), [Rect::new(60, 60, 80, 4), Rect::new(60, 64, 4, 64), Rect::new(128, 64, 12, 64), Rect::new(60, 128, 80, 2)]);
+        assert_eq!(tiles.changed(view(&pixels), vec![across], false), [Rect::new(60, 60, 80, 4), Rect::new(60, 64, 4, 64), Rect::new(128, 64, 12, 64), Rect::new(60, 128, 80, 2)]);
     }
 
     #[test]
@@ -247,8 +249,8 @@ mod tests {
         let mut tiles = TileHashes::default();
         tiles.reset(SIZE);
         let pixels = screen(pattern);
-        tiles.changed(vec![region(&pixels, SIZE.rect())], false);
+        tiles.changed(view(&pixels), vec![SIZE.rect()], false);
         tiles.reset(SIZE);
-        assert_eq!(rects(&tiles.changed(vec![region(&pixels, SIZE.rect())], false)), [SIZE.rect()]);
+        assert_eq!(tiles.changed(view(&pixels), vec![SIZE.rect()], false), [SIZE.rect()]);
     }
 }
