@@ -9,7 +9,8 @@
 //! overlay away shows the desktop as it is by then. Compositing touches only the rows and
 //! columns a read shares with the overlay.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -24,6 +25,8 @@ const MAX_DAMAGE_RECTS: usize = 32;
 pub struct Canvas {
     state: Mutex<State>,
     generation: watch::Sender<u64>,
+    /// Notified whenever a subscriber takes its damage (see [`Canvas::wait_for_reader`]).
+    taken: Condvar,
 }
 
 struct State {
@@ -176,6 +179,7 @@ impl Canvas {
                 overlay: None,
             }),
             generation: watch::Sender::new(0),
+            taken: Condvar::new(),
         })
     }
 
@@ -254,6 +258,22 @@ impl Canvas {
     /// Where the overlay lies now, if there is one (it may reach past the canvas' edges).
     pub fn overlay_rect(&self) -> Option<Rect> {
         self.state.lock().unwrap().overlay.as_ref().map(|o| o.rect)
+    }
+
+    /// Wait, at most `longest`, while every subscriber still has damage it has not taken. A
+    /// desktop that draws faster than its readers read then skips the pictures nobody would
+    /// see, instead of copying each into the canvas only for the next to replace it; its damage
+    /// meanwhile adds up where it comes from. Returns at once when there are no subscribers
+    /// (nothing paces: the canvas stays current for the next one) or one is waiting for changes.
+    pub fn wait_for_reader(&self, longest: Duration) {
+        let deadline = Instant::now() + longest;
+        let mut state = self.state.lock().unwrap();
+        while !state.subscribers.is_empty() && state.subscribers.iter().all(|s| s.resized || !s.damage.is_empty()) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                break;
+            };
+            state = self.taken.wait_timeout(state, left).unwrap().0;
+        }
     }
 
     /// A watch that ticks whenever any subscriber may have new damage (draws, resizes, refreshes).
@@ -403,6 +423,7 @@ impl Subscription {
     pub fn take_aligned(&mut self, align: u16) -> Option<Frame> {
         let mut state = self.canvas.state.lock().unwrap();
         let (resized, rects) = state.take_damage(self.id)?;
+        self.canvas.taken.notify_all();
         let size = state.size;
         let regions = rects
             .into_iter()
@@ -419,6 +440,7 @@ impl Subscription {
     pub fn take_in_place<R>(&mut self, f: impl FnOnce(InPlace<'_>) -> R) -> Option<R> {
         let mut state = self.canvas.state.lock().unwrap();
         let (resized, rects) = state.take_damage(self.id)?;
+        self.canvas.taken.notify_all();
         let size = state.size;
         let composed = state.overlay.is_some().then(|| state.compose(size.rect()));
         let pixels = composed.as_deref().unwrap_or(state.pixels());
@@ -442,12 +464,56 @@ impl Drop for Subscription {
         if let Ok(mut state) = self.canvas.state.lock() {
             state.subscribers.retain(|s| s.id != self.id);
         }
+        self.canvas.taken.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_is_waited_for_only_while_every_subscriber_has_damage_left() {
+        let canvas = Canvas::new(Size::new(8, 8));
+        let long = Duration::from_secs(5);
+        // No subscribers: nothing to wait for.
+        let started = Instant::now();
+        canvas.wait_for_reader(long);
+        assert!(started.elapsed() < long);
+        let mut slow = canvas.subscribe();
+        let mut idle = canvas.subscribe();
+        // Both hold the first picture: the capture waits until one takes it.
+        let reader = {
+            let canvas = Arc::clone(&canvas);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                canvas.wait_for_reader(long);
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "every subscriber still has the last picture to take");
+        assert!(idle.take().is_some());
+        let waited = reader.join().unwrap();
+        assert!(waited >= Duration::from_millis(50) && waited < long, "woken by the take: {waited:?}");
+        // One subscriber waiting for changes is enough, whatever the other holds.
+        let started = Instant::now();
+        canvas.wait_for_reader(long);
+        assert!(started.elapsed() < long);
+        // Both behind: the wait ends at its limit.
+        canvas.draw(|_, size| vec![size.rect()]);
+        let started = Instant::now();
+        canvas.wait_for_reader(Duration::from_millis(30));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        // A subscriber that left is not waited for.
+        assert!(slow.take().is_some());
+        canvas.draw(|_, size| vec![size.rect()]);
+        drop(idle);
+        assert!(slow.take().is_some());
+        let started = Instant::now();
+        canvas.wait_for_reader(long);
+        assert!(started.elapsed() < long);
+    }
 
     #[test]
     fn new_subscriber_gets_whole_canvas_then_only_changes() {

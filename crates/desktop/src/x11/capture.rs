@@ -167,6 +167,11 @@ impl Capture {
         Ok(Capture { root, format, canvas, damage, region, size, segment })
     }
 
+    /// The canvas this capture reads into.
+    pub fn canvas(&self) -> &Arc<Canvas> {
+        &self.canvas
+    }
+
     pub fn size(&self) -> Size {
         self.size
     }

@@ -53,6 +53,10 @@ use input::XInput;
 /// animation costs at most 60 reads of the screen a second instead of one per X drawing call.
 const MAX_CAPTURES_PER_SECOND: u32 = 60;
 const MIN_CAPTURE_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / MAX_CAPTURES_PER_SECOND as u64);
+/// The longest a capture waits for a reader to take the last one (see
+/// [`crate::Canvas::wait_for_reader`]): readers that all hold damage they never take (every terminal
+/// paused) still see the screen at this pace.
+const MAX_READER_WAIT: Duration = Duration::from_millis(100);
 
 /// An X display to capture and drive: its name (":5") and the Xauthority file that lets us in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -486,12 +490,15 @@ fn event_loop(shared: &Shared, capture: &mut Capture, cursor_serial: &mut u32) -
         };
         let mut work = Work::default();
         work.note(event, shared.root, name);
-        if work.damage {
+        if work.damage && !work.screen {
             // The rate cap: a sleep only while damage is waiting, never a timer when idle.
             let since = last_capture.elapsed();
             if since < MIN_CAPTURE_INTERVAL {
                 std::thread::sleep(MIN_CAPTURE_INTERVAL - since);
             }
+            // Pacing: no read of the screen while every reader still has the last one to take
+            // (an encoder slower than the desktop draws); the damage adds up in the server.
+            capture.canvas().wait_for_reader(MAX_READER_WAIT);
         }
         // Coalesce: everything already queued is handled by this one pass.
         loop {
