@@ -434,9 +434,10 @@ impl Subscription {
     }
 
     /// Like [`take`](Self::take), but without copying the pixels out: `f` reads what it needs
-    /// from the canvas itself. The canvas stays locked (the desktop cannot draw) until `f`
-    /// returns, so keep `f` to a pass over the pixels; copy anything kept. `None` when nothing
-    /// changed. While an overlay is shown `f` reads a composed copy instead.
+    /// from the canvas itself. The canvas stays locked (the desktop cannot draw, its next
+    /// picture waits) until `f` returns: worth it when `f` would otherwise copy what it reads
+    /// (an encode of the damage); copy anything kept. `None` when nothing changed. While an
+    /// overlay is shown `f` reads a composed copy instead.
     pub fn take_in_place<R>(&mut self, f: impl FnOnce(InPlace<'_>) -> R) -> Option<R> {
         let mut state = self.canvas.state.lock().unwrap();
         let (resized, rects) = state.take_damage(self.id)?;
