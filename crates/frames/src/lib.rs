@@ -13,6 +13,7 @@ mod h264;
 pub mod planar;
 mod pointer;
 mod rfx;
+mod rfx_kernels;
 mod stage;
 mod tiles;
 

@@ -189,27 +189,29 @@ fn encode_tile(input: &[u8], stride: usize, tw: usize, th: usize, mode: EntropyA
         // SAFETY: this CPU has AVX2, checked just above.
         return unsafe { encode_tile_avx2(input, stride, tw, th, mode, scratch, out) };
     }
-    encode_tile_body(input, stride, tw, th, mode, scratch, out);
+    encode_tile_body::<false>(input, stride, tw, th, mode, scratch, out);
 }
 
 /// [`encode_tile`] compiled for AVX2 (the build's baseline is SSE2): the colour conversion, DWT
-/// and quantisation, all inlined here, vectorise twice as wide.
+/// and quantisation, all inlined here, vectorise twice as wide, and the colour conversion and
+/// horizontal DWT pass use the hand-written kernels of `rfx_kernels`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn encode_tile_avx2(input: &[u8], stride: usize, tw: usize, th: usize, mode: EntropyAlgorithm, scratch: &mut Scratch, out: &mut CodedTile) {
-    encode_tile_body(input, stride, tw, th, mode, scratch, out);
+    encode_tile_body::<true>(input, stride, tw, th, mode, scratch, out);
 }
 
+/// `AVX2`: use the hand-written AVX2 kernels (`rfx_kernels`); only where the CPU has AVX2.
 #[inline(always)]
-fn encode_tile_body(input: &[u8], stride: usize, tw: usize, th: usize, mode: EntropyAlgorithm, scratch: &mut Scratch, out: &mut CodedTile) {
+fn encode_tile_body<const AVX2: bool>(input: &[u8], stride: usize, tw: usize, th: usize, mode: EntropyAlgorithm, scratch: &mut Scratch, out: &mut CodedTile) {
     let [y, cb, cr] = &mut scratch.planes;
-    bgrx_to_ycbcr(input, stride, tw, th, y, cb, cr);
+    bgrx_to_ycbcr::<AVX2>(input, stride, tw, th, y, cb, cr);
     out.bytes.clear();
     // Quantised tiles of real pictures code to far less than this; it only saves regrowing.
     out.bytes.reserve(3 * 1024);
     for (n, (plane, quant)) in scratch.planes.iter_mut().zip([&LUMA_QUANT, &CHROMA_QUANT, &CHROMA_QUANT]).enumerate() {
         let start = out.bytes.len();
-        dwt_encode(plane, &mut scratch.temp);
+        dwt_encode::<AVX2>(plane, &mut scratch.temp);
         quantize(plane, quant);
         // LL3 (the last 64 coefficients) is coded as differences (MS-RDPRFX 3.1.8.1.7.1).
         differentiate(&mut plane[TILE_COEFFS - 64..]);
@@ -234,12 +236,23 @@ const HALF: i32 = 1 << 9;
 
 /// BGRX pixels into Y, Cb and Cr planes of 64x64. Beyond `tw`x`th`, the last real column and
 /// row are repeated.
+/// `AVX2`: most of each row with `rfx_kernels` (only where the CPU has AVX2).
 #[inline(always)]
-fn bgrx_to_ycbcr(input: &[u8], stride: usize, tw: usize, th: usize, y: &mut [i16; TILE_COEFFS], cb: &mut [i16; TILE_COEFFS], cr: &mut [i16; TILE_COEFFS]) {
+fn bgrx_to_ycbcr<const AVX2: bool>(input: &[u8], stride: usize, tw: usize, th: usize, y: &mut [i16; TILE_COEFFS], cb: &mut [i16; TILE_COEFFS], cr: &mut [i16; TILE_COEFFS]) {
     for row in 0..th {
         let src = &input[row * stride..][..tw * BYTES_PER_PIXEL];
         let at = row * TILE;
         let (yr, cbr, crr) = (&mut y[at..at + tw], &mut cb[at..at + tw], &mut cr[at..at + tw]);
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            let coefs = [[Y_R, Y_G, Y_B], [CB_R, CB_G, CB_B], [CR_R, CR_G, CR_B]];
+            // SAFETY: AVX2 is true only where the CPU has AVX2 (encode_tile_avx2, checked tests).
+            done = unsafe { crate::rfx_kernels::bgrx_row_to_ycbcr(src, [&mut *yr, &mut *cbr, &mut *crr], coefs, HALF, [4096, 0, 0]) };
+        }
+        // The rest (all of it without AVX2).
+        let (src, yr, cbr, crr) = (&src[done * BYTES_PER_PIXEL..], &mut yr[done..], &mut cbr[done..], &mut crr[done..]);
         for (((px, y), cb), cr) in src.chunks_exact(BYTES_PER_PIXEL).zip(yr).zip(cbr).zip(crr) {
             let p = u32::from_le_bytes([px[0], px[1], px[2], px[3]]);
             let (b, g, r) = ((p & 0xff) as i32, ((p >> 8) & 0xff) as i32, ((p >> 16) & 0xff) as i32);
@@ -266,10 +279,10 @@ fn bgrx_to_ycbcr(input: &[u8], stride: usize, tw: usize, th: usize, y: &mut [i16
 /// The three-level 2D DWT of one component (MS-RDPRFX 3.1.8.1.4), in place: sub-bands HL1, LH1,
 /// HH1 (32x32 each), then HL2, LH2, HH2 (16x16), then HL3, LH3, HH3, LL3 (8x8).
 #[inline(always)]
-fn dwt_encode(buffer: &mut [i16; TILE_COEFFS], temp: &mut [i16; TILE_COEFFS]) {
-    dwt_level::<32>(&mut buffer[..], temp);
-    dwt_level::<16>(&mut buffer[3072..], temp);
-    dwt_level::<8>(&mut buffer[3840..], temp);
+fn dwt_encode<const AVX2: bool>(buffer: &mut [i16; TILE_COEFFS], temp: &mut [i16; TILE_COEFFS]) {
+    dwt_level::<32, AVX2>(&mut buffer[..], temp);
+    dwt_level::<16, AVX2>(&mut buffer[3072..], temp);
+    dwt_level::<8, AVX2>(&mut buffer[3840..], temp);
 }
 
 /// The high-pass lifting step: `(odd - ((even + next_even) >> 1)) >> 1`, truncated to 16 bits.
@@ -288,7 +301,7 @@ fn low(even: i16, h_before: i16, h: i16) -> i16 {
 /// rows), horizontal back into `buffer` as HL, LH, HH, LL. Each inner loop runs along a row of
 /// independent lanes, so it vectorises.
 #[inline(always)]
-fn dwt_level<const SW: usize>(buffer: &mut [i16], temp: &mut [i16]) {
+fn dwt_level<const SW: usize, const AVX2: bool>(buffer: &mut [i16], temp: &mut [i16]) {
     let tw = 2 * SW;
     let (l_rows, h_rows) = temp[..2 * SW * tw].split_at_mut(SW * tw);
     for n in 0..SW {
@@ -311,14 +324,21 @@ fn dwt_level<const SW: usize>(buffer: &mut [i16], temp: &mut [i16]) {
     let (hh, ll) = rest.split_at_mut(ssw);
     let (l_rows, h_rows) = temp[..2 * SW * tw].split_at(SW * tw);
     for row in 0..SW {
-        horizontal::<SW>(&l_rows[row * tw..][..tw], &mut hl[row * SW..][..SW], &mut ll[row * SW..][..SW]);
-        horizontal::<SW>(&h_rows[row * tw..][..tw], &mut hh[row * SW..][..SW], &mut lh[row * SW..][..SW]);
+        horizontal::<SW, AVX2>(&l_rows[row * tw..][..tw], &mut hl[row * SW..][..SW], &mut ll[row * SW..][..SW]);
+        horizontal::<SW, AVX2>(&h_rows[row * tw..][..tw], &mut hh[row * SW..][..SW], &mut lh[row * SW..][..SW]);
     }
 }
 
 /// One row of the horizontal pass: `src` (2*SW) into its high and low halves (SW each).
+/// `AVX2`: with `rfx_kernels` (only where the CPU has AVX2); the compiler's own vectorisation of
+/// the de-interleaving below is slow.
 #[inline(always)]
-fn horizontal<const SW: usize>(src: &[i16], high_out: &mut [i16], low_out: &mut [i16]) {
+fn horizontal<const SW: usize, const AVX2: bool>(src: &[i16], high_out: &mut [i16], low_out: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is true only where the CPU has AVX2 (encode_tile_avx2, checked tests).
+        return unsafe { crate::rfx_kernels::dwt_horizontal::<SW>(src, high_out, low_out) };
+    }
     // De-interleaved, with the mirrored right edge (the last even sample repeated) and the
     // left edge (the first high sample repeated) as one more lane each.
     let mut even = [0i16; 33];
@@ -581,7 +601,7 @@ mod tests {
             }
             let mut theirs = ours.to_vec();
             let mut temp = [0i16; TILE_COEFFS];
-            dwt_encode(&mut ours, &mut temp);
+            dwt_encode::<false>(&mut ours, &mut temp);
             ironrdp_graphics::dwt::encode(&mut theirs, &mut vec![0i16; TILE_COEFFS]);
             assert_eq!(ours.as_slice(), theirs.as_slice(), "seed {seed}");
         }
@@ -705,7 +725,7 @@ mod tests {
             for tx in 0..4 {
                 let input = &update.pixels[(ty * 64 * 256 + tx * 64) * 4..];
                 let [y, cb, cr] = &mut scratch.planes;
-                bgrx_to_ycbcr(input, 256 * 4, 64, 64, y, cb, cr);
+                bgrx_to_ycbcr::<false>(input, 256 * 4, 64, 64, y, cb, cr);
                 for (plane, quant) in scratch.planes.iter_mut().zip([LUMA_QUANT, CHROMA_QUANT, CHROMA_QUANT]) {
                     let mut out = vec![0u8; 16 * 1024];
                     floored += ironrdp_graphics::rfx_encode_component(plane, &mut out, &quant, EntropyAlgorithm::Rlgr3).unwrap();
@@ -715,6 +735,127 @@ mod tests {
         let header = 200; // the message's blocks around the tile data, generously
         assert!(ours.len() < floored + header, "ours {} bytes, floored components {floored}", ours.len());
         assert!(psnr(&update, &decode(&ours, 256, 128)) > 34.0);
+    }
+
+    /// Whether the AVX2 kernels can run here (the tests comparing them skip otherwise).
+    fn has_avx2() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return true;
+        }
+        eprintln!("no AVX2: skipped");
+        false
+    }
+
+    /// Pixels for the kernel tests: noise, every channel at 0 and 255 (alone and together), and
+    /// flat runs; `seed` picks the mix.
+    fn test_pixels(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| {
+                let n = noise(seed * 100_003 + i);
+                match (seed + i / 37) % 4 {
+                    0 => n as u8,
+                    1 => if n & 1 == 0 { 0 } else { 255 },
+                    2 => [0, 255][(i as usize / 4 + seed as usize) % 2],
+                    _ => (seed * 31) as u8,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_avx2_colour_conversion_is_the_scalar_one() {
+        if !has_avx2() {
+            return;
+        }
+        let sizes = (0..40u32).map(|seed| (1 + noise(seed) as usize % 64, 1 + noise(seed + 999) as usize % 64));
+        for (seed, (tw, th)) in sizes.chain([(64, 64), (1, 1), (8, 64), (16, 3), (24, 64), (63, 64), (64, 1), (7, 9)]).enumerate() {
+            let stride = (tw + seed % 3) * BYTES_PER_PIXEL;
+            let input = test_pixels(seed as u32, stride * th);
+            let mut planes = [[[0i16; TILE_COEFFS]; 3]; 2];
+            let [[y0, cb0, cr0], [y1, cb1, cr1]] = &mut planes;
+            bgrx_to_ycbcr::<false>(&input, stride, tw, th, y0, cb0, cr0);
+            bgrx_to_ycbcr::<true>(&input, stride, tw, th, y1, cb1, cr1);
+            assert!(planes[0] == planes[1], "seed {seed}, {tw}x{th}");
+        }
+        // Every channel's extremes, in every combination, through the vector steps.
+        let mut input = Vec::new();
+        for n in 0..64u32 {
+            let c = |bit: u32| if n >> bit & 1 == 0 { 0 } else { 255 };
+            input.extend([c(0), c(1), c(2), c(3)]);
+        }
+        let mut planes = [[[0i16; TILE_COEFFS]; 3]; 2];
+        let [[y0, cb0, cr0], [y1, cb1, cr1]] = &mut planes;
+        bgrx_to_ycbcr::<false>(&input, 64 * BYTES_PER_PIXEL, 64, 1, y0, cb0, cr0);
+        bgrx_to_ycbcr::<true>(&input, 64 * BYTES_PER_PIXEL, 64, 1, y1, cb1, cr1);
+        assert!(planes[0] == planes[1], "extremes");
+    }
+
+    /// DWT input for the kernel tests: colour-plane values, noise over all of i16, and runs at
+    /// i16's extremes (where the lifting steps wrap).
+    fn test_coefficients(seed: u32, len: usize) -> Vec<i16> {
+        (0..len as u32)
+            .map(|i| {
+                let n = noise(seed * 7_919 + i);
+                match (seed + i / 29) % 4 {
+                    0 => (n % 8192) as i16 - 4096,
+                    1 => n as i16,
+                    2 => [i16::MIN, i16::MAX, i16::MIN + 1, i16::MAX - 1][(n % 4) as usize],
+                    _ => if n & 1 == 0 { i16::MAX } else { i16::MIN },
+                }
+            })
+            .collect()
+    }
+
+    fn compare_horizontal<const SW: usize>(seed: u32) {
+        let src = test_coefficients(seed, 2 * SW);
+        let mut out = [[0i16; 64]; 2];
+        let [h0, l0] = &mut out;
+        horizontal::<SW, false>(&src, &mut h0[..SW], &mut l0[..SW]);
+        let mut avx = [[0i16; 64]; 2];
+        let [h1, l1] = &mut avx;
+        horizontal::<SW, true>(&src, &mut h1[..SW], &mut l1[..SW]);
+        assert_eq!(out, avx, "SW {SW}, seed {seed}");
+    }
+
+    #[test]
+    fn the_avx2_horizontal_dwt_is_the_scalar_one() {
+        if !has_avx2() {
+            return;
+        }
+        for seed in 0..200 {
+            compare_horizontal::<32>(seed);
+            compare_horizontal::<16>(seed);
+            compare_horizontal::<8>(seed);
+        }
+        for seed in 0..20 {
+            let mut ours = [0i16; TILE_COEFFS];
+            ours.copy_from_slice(&test_coefficients(seed, TILE_COEFFS));
+            let mut avx = ours;
+            let mut temp = [0i16; TILE_COEFFS];
+            dwt_encode::<false>(&mut ours, &mut temp);
+            dwt_encode::<true>(&mut avx, &mut temp);
+            assert!(ours == avx, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn avx2_tiles_code_as_the_scalar_ones() {
+        if !has_avx2() {
+            return;
+        }
+        let update = picture(200, 150, |x, y| if (x / 64 + y / 64) % 2 == 0 { photo(x, y) } else { text(x, y) });
+        for mode in [EntropyAlgorithm::Rlgr1, EntropyAlgorithm::Rlgr3] {
+            let mut scratch = Scratch::new();
+            for (x, y) in [(0, 0), (64, 0), (128, 64), (192, 128), (0, 128), (5, 3)] {
+                let (tw, th) = ((200 - x).min(TILE), (150 - y).min(TILE));
+                let input = &update.pixels[(y * 200 + x) * 4..];
+                let (mut scalar, mut avx) = (CodedTile::default(), CodedTile::default());
+                encode_tile_body::<false>(input, 200 * 4, tw, th, mode, &mut scratch, &mut scalar);
+                encode_tile_body::<true>(input, 200 * 4, tw, th, mode, &mut scratch, &mut avx);
+                assert_eq!((scalar.bytes, scalar.lengths), (avx.bytes, avx.lengths), "tile at ({x}, {y}) {mode:?}");
+            }
+        }
     }
 
     #[test]
