@@ -422,8 +422,7 @@ impl Subscription {
     /// only encode such widths.
     pub fn take_aligned(&mut self, align: u16) -> Option<Frame> {
         let mut state = self.canvas.state.lock().unwrap();
-        let (resized, rects) = state.take_damage(self.id)?;
-        self.canvas.taken.notify_all();
+        let (resized, rects) = self.take_damage(&mut state)?;
         let size = state.size;
         let regions = rects
             .into_iter()
@@ -440,12 +439,18 @@ impl Subscription {
     /// overlay is shown `f` reads a composed copy instead.
     pub fn take_in_place<R>(&mut self, f: impl FnOnce(InPlace<'_>) -> R) -> Option<R> {
         let mut state = self.canvas.state.lock().unwrap();
-        let (resized, rects) = state.take_damage(self.id)?;
-        self.canvas.taken.notify_all();
+        let (resized, rects) = self.take_damage(&mut state)?;
         let size = state.size;
         let composed = state.overlay.is_some().then(|| state.compose(size.rect()));
         let pixels = composed.as_deref().unwrap_or(state.pixels());
         Some(f(InPlace { size, resized, rects, pixels }))
+    }
+
+    /// This subscriber's damage, now taken: a capture waiting for a reader may go on.
+    fn take_damage(&self, state: &mut State) -> Option<(bool, Vec<Rect>)> {
+        let taken = state.take_damage(self.id)?;
+        self.canvas.taken.notify_all();
+        Some(taken)
     }
 
     /// Mark a rectangle as changed for this subscriber only (a client asked for a refresh).

@@ -614,7 +614,7 @@ impl Group {
                 let rects = canvas.rects.iter().map(|&r| view.project(r)).filter(|r| !r.is_empty()).collect();
                 solid_fills(rects, pixels, &mut fills)
             };
-            let area: u64 = rest.iter().map(|r| u64::from(r.area())).sum();
+            let area: u64 = rest.iter().map(|r| r.area()).sum();
             let changes = if !whole && (area <= u64::from(Stage::SMALL_CHANGE) || impossible == Some(view.size())) {
                 Changes::Pixels(rest.into_iter().map(|rect| CanvasUpdate { rect, pixels: crop(pixels, rect) }).collect())
             } else {
@@ -728,7 +728,7 @@ enum Changes {
 fn solid_fills(rects: Vec<Rect>, pixels: PixelsRef<'_>, fills: &mut Vec<([u8; 4], Rect)>) -> Vec<Rect> {
     let mut rest = Vec::with_capacity(rects.len());
     for rect in rects {
-        let runs = cell_runs(rect, |part| {
+        rest.extend(cell_runs(rect, |part| {
             let Some(colour) = solid_colour(pixels, part) else {
                 return false;
             };
@@ -737,8 +737,7 @@ fn solid_fills(rects: Vec<Rect>, pixels: PixelsRef<'_>, fills: &mut Vec<([u8; 4]
                 _ => fills.push((colour, part)),
             }
             true
-        });
-        rest.extend(runs.unwrap_or_else(|| vec![rect]));
+        }));
     }
     rest
 }

@@ -9,9 +9,10 @@
 //! cell) and its hash is forgotten. So is a cell that keeps changing: after it differed in
 //! consecutive comparisons it is sent unhashed for a few damages more (up to [`MAX_SKIP`]),
 //! then hashed twice running to see whether it still moves. A full-screen animation then costs
-//! a quarter of the hashing (it was 6 % of a core at 1280x800 and 60 frames a second). What a group did not send stays correct for every feed: a
-//! feed that missed an encode is owed that encode's rectangles (the stage's history), whatever
-//! later encodes skipped.
+//! a quarter of the hashing (it was 6 % of a core at 1280x800 and 60 frames a second).
+//!
+//! What a group did not send stays correct for every feed: a feed that missed an encode is owed
+//! that encode's rectangles (the stage's history), whatever later encodes skipped.
 
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
 use rdhost_desktop::{CanvasUpdate, Rect, Size};
@@ -70,7 +71,7 @@ impl TileHashes {
                 out.push(r);
                 continue;
             }
-            let runs = cell_runs(r, |part| {
+            out.extend(cell_runs(r, |part| {
                 let index = usize::from(part.y / CELL) * self.columns + usize::from(part.x / CELL);
                 if part != self.cell(part.x / CELL, part.y / CELL) {
                     self.hashes[index] = UNKNOWN;
@@ -96,11 +97,7 @@ impl TileHashes {
                     motion.skip = (motion.streak - 1).min(MAX_SKIP);
                 }
                 same && !all
-            });
-            match runs {
-                None => out.push(r),
-                Some(runs) => out.extend(runs),
-            }
+            }));
         }
         out
     }
@@ -115,8 +112,8 @@ impl TileHashes {
 /// Cut `r` along the 64x64 cell grid (view coordinates) and keep what `leave_out` keeps: it
 /// sees each cell's part inside `r` (whole cells and the rectangle's ragged edges) and says
 /// whether to leave it out. What is left goes as one rectangle per run of neighbouring cells in
-/// a band of cell rows; `None` when nothing was left out (the rectangle stays as it is).
-pub(crate) fn cell_runs(r: Rect, mut leave_out: impl FnMut(Rect) -> bool) -> Option<Vec<Rect>> {
+/// a band of cell rows; when nothing was left out, `r` as it is.
+pub(crate) fn cell_runs(r: Rect, mut leave_out: impl FnMut(Rect) -> bool) -> Vec<Rect> {
     let mut runs = Vec::new();
     let mut left_out = 0usize;
     let mut y = r.y;
@@ -137,7 +134,10 @@ pub(crate) fn cell_runs(r: Rect, mut leave_out: impl FnMut(Rect) -> bool) -> Opt
         }
         y = band_end;
     }
-    (left_out > 0).then_some(runs)
+    if left_out == 0 {
+        return vec![r];
+    }
+    runs
 }
 
 /// Pixels of `rect` read where they lie: BGRX rows `stride` bytes apart, the first at `data[0]`
