@@ -2,7 +2,9 @@
 //!
 //! Settings chosen by measurement on the project's machine (research/h264.md): LOW complexity
 //! and real-time camera usage (screen-content usage was 3x slower), frame skipping off (every
-//! frame we encode is one a terminal waits for), one slice, one thread. The picture handed to
+//! frame we encode is one a terminal waits for), no loop filter, one slice, one thread. OpenH264
+//! is driven through its own interface (`openh264-sys2`, built from source), because the
+//! `openh264` crate's encoder fixes the loop filter on. The picture handed to
 //! OpenH264 is the screen rounded up to a multiple of 16 in both directions, padded with its
 //! edge pixels; the EGFX surface keeps the real size and the client copies only the changed
 //! rectangles out of the decoded picture.
@@ -14,9 +16,6 @@
 use std::ptr::addr_of_mut;
 use std::time::Instant;
 
-use openh264::encoder::{BitRate, Complexity, EncoderConfig, FrameRate, FrameType, QpRange, RateControlMode, UsageType};
-use openh264::formats::YUVSlices;
-use openh264::{OpenH264API, Timestamp};
 use rdhost_desktop::Size;
 use yuv::{BufferStoreMut, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix};
 use rdhost_desktop::canvas::BYTES_PER_PIXEL;
@@ -78,7 +77,7 @@ impl Picture {
 /// An H.264 encoder for one screen size. A new size needs a new encoder (its first picture is
 /// an IDR).
 pub struct H264Encoder {
-    inner: openh264::encoder::Encoder,
+    wels: Wels,
     size: Size,
     /// The picture [`encode`](Self::encode) converts into.
     picture: Picture,
@@ -89,13 +88,17 @@ pub struct H264Encoder {
 }
 
 impl H264Encoder {
-    /// The bit rate a screen of `size` starts with: 10 Mbit/s for 1280x800, scaled by area,
-    /// within 2..=40 Mbit/s (the floor: a small screen's pictures stay sharp). OpenH264's rate
-    /// control shares it out over 60 pictures a second (the capture's most); fewer pictures
-    /// simply come out smaller than the rate allows.
+    /// The bit rate a screen of `size` starts with: 10 Mbit/s for 1280x800, growing as the
+    /// area to the power 0.6, within 2..=40 Mbit/s (the floor: a small screen's pictures stay
+    /// sharp). A larger picture needs fewer bits per pixel for the same look (more of it is
+    /// predictable from its neighbours); streaming guides ask 1.6x the rate of 720p60 for
+    /// 1080p60's 2.25x the pixels, which is this power. So 1920x1080 gets 15.3 Mbit/s and
+    /// 3840x2160 35 (scaled by area they had 20 and 40). OpenH264's rate control shares the
+    /// rate out over 60 pictures a second (the capture's most); fewer pictures simply come out
+    /// smaller than it allows.
     pub fn default_bitrate(size: Size) -> u32 {
-        let area = u64::from(size.width) * u64::from(size.height);
-        (10_000_000 * area / (1280 * 800)).clamp(2_000_000, 40_000_000) as u32
+        let area = f64::from(size.width) * f64::from(size.height);
+        (10e6 * (area / (1280.0 * 800.0)).powf(0.6)).clamp(2e6, 40e6) as u32
     }
 
     /// An encoder for screens of `size`; an error when H.264 cannot carry it (empty, or larger
@@ -111,29 +114,8 @@ impl H264Encoder {
             return Err(err(format!("{}x{} is larger than H.264 level 5.2 takes", size.width, size.height)));
         }
         let bitrate = Self::default_bitrate(size);
-        let inner = Self::openh264(bitrate)?;
-        Ok(Self { inner, size, picture: Picture::default(), bitrate, key_wanted: true, started: Instant::now(), frames: 0 })
-    }
-
-    fn openh264(bitrate: u32) -> Result<openh264::encoder::Encoder, EncodeError> {
-        let config = EncoderConfig::new()
-            .usage_type(UsageType::CameraVideoRealTime)
-            .complexity(Complexity::Low)
-            .skip_frames(false)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(bitrate))
-            // The per-picture budget is the rate over this. At 30 a full-screen animation got
-            // twice the bits we asked for (QP 14 at 60 pictures a second), and coding those bits
-            // took a sixth of the encoder's time (examples/h264_speed, the animation at 1080p:
-            // 17.4 -> 14.8 ms a picture, QP 14 -> 25).
-            .max_frame_rate(FrameRate::from_hz(60.0))
-            // Text must stay readable until the lossless refinement arrives: never coarser.
-            .qp(QpRange::new(10, 40))
-            .num_threads(1)
-            .scene_change_detect(false)
-            .background_detection(false);
-        openh264::encoder::Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| EncodeError::Codec { what: "h264 encoder", detail: e.to_string() })
+        let wels = Wels::new(padded, bitrate).map_err(err)?;
+        Ok(Self { wels, size, picture: Picture::default(), bitrate, key_wanted: true, started: Instant::now(), frames: 0 })
     }
 
     pub fn size(&self) -> Size {
@@ -150,27 +132,21 @@ impl H264Encoder {
         if bps == self.bitrate {
             return Ok(());
         }
-        if self.frames == 0 {
-            // OpenH264 is initialised by the first picture, from the config it was made with.
-            self.inner = Self::openh264(bps)?;
+        // OpenH264 checks the layer's target against the layer's maximum at each step: raise
+        // the maximum first, or lower it last. (SPATIAL_LAYER_ALL alone leaves the layer's
+        // maximum where it was.)
+        use openh264_sys2::{ENCODER_OPTION_BITRATE as TARGET, ENCODER_OPTION_MAX_BITRATE as MAX, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL};
+        let steps = if bps > self.bitrate {
+            [(MAX, SPATIAL_LAYER_0), (MAX, SPATIAL_LAYER_ALL), (TARGET, SPATIAL_LAYER_ALL)]
         } else {
-            // OpenH264 checks the layer's target against the layer's maximum at each step: raise
-            // the maximum first, or lower it last. (SPATIAL_LAYER_ALL alone leaves the layer's
-            // maximum where it was.)
-            use openh264_sys2::{ENCODER_OPTION_BITRATE as TARGET, ENCODER_OPTION_MAX_BITRATE as MAX, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL};
-            let steps = if bps > self.bitrate {
-                [(MAX, SPATIAL_LAYER_0), (MAX, SPATIAL_LAYER_ALL), (TARGET, SPATIAL_LAYER_ALL)]
-            } else {
-                [(TARGET, SPATIAL_LAYER_ALL), (MAX, SPATIAL_LAYER_0), (MAX, SPATIAL_LAYER_ALL)]
-            };
-            for (option, layer) in steps {
-                let mut info = openh264_sys2::SBitrateInfo { iLayer: layer, iBitrate: bps as i32 };
-                // SAFETY: the encoder is initialised (it encoded a picture) and SBitrateInfo is
-                // the type these two options take; OpenH264 copies it before returning.
-                let rc = unsafe { self.inner.raw_api().set_option(option, addr_of_mut!(info).cast()) };
-                if rc != 0 {
-                    return Err(EncodeError::Codec { what: "h264 bit rate", detail: format!("OpenH264 refused {bps} bit/s ({rc})") });
-                }
+            [(TARGET, SPATIAL_LAYER_ALL), (MAX, SPATIAL_LAYER_0), (MAX, SPATIAL_LAYER_ALL)]
+        };
+        for (option, layer) in steps {
+            let mut info = openh264_sys2::SBitrateInfo { iLayer: layer, iBitrate: bps as i32 };
+            // SAFETY: SBitrateInfo is the type these two options take; OpenH264 copies it.
+            let rc = unsafe { self.wels.option(Wels::SET, option, addr_of_mut!(info).cast()) };
+            if rc != 0 {
+                return Err(EncodeError::Codec { what: "h264 bit rate", detail: format!("OpenH264 refused {bps} bit/s ({rc})") });
             }
         }
         self.bitrate = bps;
@@ -207,35 +183,185 @@ impl H264Encoder {
             });
         }
         if self.key_wanted && self.frames > 0 {
-            self.inner.force_intra_frame();
+            self.wels.force_idr();
         }
         self.key_wanted = false;
-        let (pw, ph) = picture.padded;
-        let luma = pw * ph;
-        let (y, uv) = picture.planes.split_at(luma);
-        let (u, v) = uv.split_at(luma / 4);
-        let source = YUVSlices::new((y, u, v), (pw, ph), (pw, pw / 2, pw / 2));
-        let now = Timestamp::from_millis(self.started.elapsed().as_millis() as u64);
-        let stream = self.inner.encode_at(&source, now).map_err(|e| EncodeError::Codec { what: "h264 picture", detail: e.to_string() })?;
-        let kind = stream.frame_type();
-        let annexb = stream.to_vec();
-        if annexb.is_empty() || !matches!(kind, FrameType::IDR | FrameType::I | FrameType::P) {
+        let millis = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let (annexb, kind) = self.wels.encode(picture, millis).map_err(|detail| EncodeError::Codec { what: "h264 picture", detail })?;
+        use openh264_sys2::{videoFrameTypeI, videoFrameTypeIDR, videoFrameTypeP};
+        if annexb.is_empty() || ![videoFrameTypeIDR, videoFrameTypeI, videoFrameTypeP].contains(&kind) {
             // Frame skipping is off: this is OpenH264 failing, and its state is unknown.
-            return Err(EncodeError::Codec { what: "h264 picture", detail: format!("OpenH264 produced a {kind:?} frame of {} bytes", annexb.len()) });
+            return Err(EncodeError::Codec { what: "h264 picture", detail: format!("OpenH264 produced a frame of type {kind} and {} bytes", annexb.len()) });
         }
         self.frames += 1;
-        Ok(AccessUnit { annexb, key: kind == FrameType::IDR, qp: self.last_qp() })
+        Ok(AccessUnit { annexb, key: kind == videoFrameTypeIDR, qp: self.last_qp() })
     }
 
     /// The average QP OpenH264 reports for the last picture; a middling 26 if it reports none.
     fn last_qp(&mut self) -> u8 {
         let mut stats = openh264_sys2::SEncoderStatistics::default();
-        // SAFETY: the encoder is initialised (it just encoded) and GET_STATISTICS fills an
-        // SEncoderStatistics.
-        let rc = unsafe { self.inner.raw_api().get_option(openh264_sys2::ENCODER_OPTION_GET_STATISTICS, addr_of_mut!(stats).cast()) };
+        // SAFETY: GET_STATISTICS fills an SEncoderStatistics.
+        let rc = unsafe { self.wels.option(Wels::GET, openh264_sys2::ENCODER_OPTION_GET_STATISTICS, addr_of_mut!(stats).cast()) };
         match stats.uiAverageFrameQP {
             qp @ 1..=51 if rc == 0 => qp as u8,
             _ => 26,
+        }
+    }
+}
+
+/// OpenH264's encoder, initialised with parameters of our own: the `openh264` crate's encoder
+/// fixes some we set otherwise (the loop filter among them).
+struct Wels {
+    encoder: *mut openh264_sys2::ISVCEncoder,
+    padded: (usize, usize),
+    /// Where OpenH264 reports the layers of the last picture (pointing into its own buffers).
+    out: Box<openh264_sys2::SFrameBSInfo>,
+}
+
+// SAFETY: the encoder is used from one thread at a time (`&mut self`), and OpenH264 keeps no
+// thread-local state for it (one thread: iMultipleThreadIdc = 1).
+unsafe impl Send for Wels {}
+
+impl Wels {
+    const SET: bool = true;
+    const GET: bool = false;
+
+    /// Settings chosen by measurement (module docs, `examples/h264_speed`).
+    fn new(padded: (usize, usize), bitrate: u32) -> Result<Self, String> {
+        use openh264_sys2 as sys;
+        let mut encoder = std::ptr::null_mut();
+        // SAFETY: OpenH264's constructor writes the new encoder (or nothing) through the pointer.
+        let rc = unsafe { sys::source::APILoader::WelsCreateSVCEncoder(&mut encoder) };
+        if rc != 0 || encoder.is_null() {
+            return Err(format!("OpenH264 made no encoder ({rc})"));
+        }
+        // From here Drop uninitialises and destroys it (both are harmless on a failed start).
+        let mut wels = Wels { encoder, padded, out: Box::default() };
+        let (w, h) = (padded.0 as i32, padded.1 as i32);
+        let mut p = sys::SEncParamExt::default();
+        let quiet = sys::WELS_LOG_QUIET;
+        // SAFETY: the vtable is OpenH264's; each call gets the type its option or function takes.
+        unsafe {
+            // Before initialising, so that its start-up warnings stay quiet too.
+            wels.option(Self::SET, sys::ENCODER_OPTION_TRACE_LEVEL, (&raw const quiet).cast_mut().cast());
+            wels.vtbl().GetDefaultParams.ok_or("no GetDefaultParams")?(wels.encoder, &mut p);
+        }
+        p.iUsageType = sys::CAMERA_VIDEO_REAL_TIME;
+        p.iComplexityMode = sys::LOW_COMPLEXITY;
+        (p.iPicWidth, p.iPicHeight) = (w, h);
+        p.iRCMode = sys::RC_BITRATE_MODE;
+        p.iTargetBitrate = bitrate as i32;
+        // The per-picture budget is the rate over this. At 30 a full-screen animation got
+        // twice the bits we asked for (QP 14 at 60 pictures a second), and coding those bits
+        // took a sixth of the encoder's time.
+        p.fMaxFrameRate = 60.0;
+        p.bEnableFrameSkip = false;
+        // Text must stay readable until the lossless refinement arrives: never coarser.
+        (p.iMinQp, p.iMaxQp) = (10, 40);
+        p.iMultipleThreadIdc = 1;
+        p.bEnableDenoise = false;
+        p.bEnableSceneChangeDetect = false;
+        p.bEnableBackgroundDetection = false;
+        p.bEnableLongTermReference = false;
+        p.uiIntraPeriod = 0;
+        p.eSpsPpsIdStrategy = sys::CONSTANT_ID;
+        // No loop filter: it took an eighth of the encoder's time (15.2 -> 13.2 ms a 1080p
+        // picture of the benchmark's animation, h264_speed) and a share of every client's
+        // decoding. What it smooths is block edges of pictures in motion; a screen at rest
+        // is made exact by the lossless refinement.
+        p.iLoopFilterDisableIdc = 1;
+        (p.iSpatialLayerNum, p.iTemporalLayerNum) = (1, 1);
+        let layer = &mut p.sSpatialLayers[0];
+        (layer.iVideoWidth, layer.iVideoHeight) = (w, h);
+        layer.fFrameRate = 60.0;
+        (layer.iSpatialBitrate, layer.iMaxSpatialBitrate) = (bitrate as i32, bitrate as i32);
+        layer.sSliceArgument.uiSliceMode = sys::SM_SINGLE_SLICE;
+        layer.sSliceArgument.uiSliceNum = 1;
+        let mut format = sys::videoFormatI420;
+        // SAFETY: as above.
+        unsafe {
+            let rc = wels.vtbl().InitializeExt.ok_or("no InitializeExt")?(wels.encoder, &p);
+            if rc != 0 {
+                return Err(format!("OpenH264 refused the settings for {w}x{h} at {bitrate} bit/s ({rc})"));
+            }
+            wels.option(Self::SET, sys::ENCODER_OPTION_DATAFORMAT, (&raw mut format).cast());
+        }
+        Ok(wels)
+    }
+
+    fn vtbl(&self) -> &openh264_sys2::ISVCEncoderVtbl {
+        // SAFETY: an ISVCEncoder is a pointer to OpenH264's vtable, alive as long as the encoder.
+        unsafe { &**self.encoder }
+    }
+
+    /// Get or set an option; OpenH264's return code.
+    ///
+    /// # Safety
+    /// `value` points to the type OpenH264 takes for `option`.
+    unsafe fn option(&mut self, set: bool, option: openh264_sys2::ENCODER_OPTION, value: *mut std::ffi::c_void) -> i32 {
+        let vtbl = self.vtbl();
+        let call = if set { vtbl.SetOption } else { vtbl.GetOption };
+        // SAFETY: the caller's promise about `value`; the encoder is alive.
+        call.map_or(-1, |f| unsafe { f(self.encoder, option, value) })
+    }
+
+    fn force_idr(&mut self) {
+        if let Some(force) = self.vtbl().ForceIntraFrame {
+            // SAFETY: the encoder is alive and initialised.
+            unsafe { force(self.encoder, true) };
+        }
+    }
+
+    /// Encode `picture` (of the padded size this encoder was made for): the access unit in
+    /// Annex B form and OpenH264's frame type.
+    fn encode(&mut self, picture: &Picture, millis: i64) -> Result<(Vec<u8>, openh264_sys2::EVideoFrameType), String> {
+        let (pw, ph) = self.padded;
+        if picture.padded != self.padded || picture.planes.len() < pw * ph * 3 / 2 {
+            return Err(format!("a {:?} picture for a {pw}x{ph} encoder", picture.padded));
+        }
+        let luma = pw * ph;
+        // OpenH264 only reads the source planes (its C signature is not const).
+        let plane = |at: usize| picture.planes[at..].as_ptr().cast_mut();
+        let source = openh264_sys2::SSourcePicture {
+            iColorFormat: openh264_sys2::videoFormatI420,
+            iStride: [pw as i32, (pw / 2) as i32, (pw / 2) as i32, 0],
+            pData: [plane(0), plane(luma), plane(luma + luma / 4), std::ptr::null_mut()],
+            iPicWidth: pw as i32,
+            iPicHeight: ph as i32,
+            uiTimeStamp: millis,
+            bPsnrY: false,
+            bPsnrU: false,
+            bPsnrV: false,
+        };
+        let encode = self.vtbl().EncodeFrame.ok_or("no EncodeFrame")?;
+        // SAFETY: the planes are the picture's (checked long enough above) and outlive the call;
+        // `out` is ours and OpenH264 fills it.
+        let rc = unsafe { encode(self.encoder, &source, &mut *self.out) };
+        if rc != 0 {
+            return Err(format!("OpenH264 failed to encode ({rc})"));
+        }
+        let out = &*self.out;
+        let mut annexb = Vec::with_capacity(usize::try_from(out.iFrameSizeInBytes).unwrap_or(0));
+        for layer in out.sLayerInfo.iter().take(usize::try_from(out.iLayerNum).unwrap_or(0)) {
+            let nals = usize::try_from(layer.iNalCount).unwrap_or(0);
+            // SAFETY: OpenH264 reports `iNalCount` lengths, and the layer's buffer holds their
+            // sum, both valid until the next EncodeFrame.
+            let lengths = unsafe { std::slice::from_raw_parts(layer.pNalLengthInByte, nals) };
+            let bytes = lengths.iter().map(|&n| usize::try_from(n).unwrap_or(0)).sum();
+            annexb.extend_from_slice(unsafe { std::slice::from_raw_parts(layer.pBsBuf, bytes) });
+        }
+        Ok((annexb, out.eFrameType))
+    }
+}
+
+impl Drop for Wels {
+    fn drop(&mut self) {
+        // SAFETY: the encoder was created by WelsCreateSVCEncoder and is not used after this.
+        unsafe {
+            if let Some(uninitialize) = self.vtbl().Uninitialize {
+                uninitialize(self.encoder);
+            }
+            openh264_sys2::source::APILoader::WelsDestroySVCEncoder(self.encoder);
         }
     }
 }
@@ -301,6 +427,41 @@ pub fn yuv_to_rgb_bt709(y: u8, u: u8, v: u8) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_rate_grows_slower_than_the_area() {
+        let mbit = |w, h| f64::from(H264Encoder::default_bitrate(Size::new(w, h))) / 1e6;
+        assert!((mbit(1280, 800) - 10.0).abs() < 0.01);
+        assert!((15.0..15.5).contains(&mbit(1920, 1080)), "{}", mbit(1920, 1080));
+        assert!((34.0..36.0).contains(&mbit(3840, 2160)), "{}", mbit(3840, 2160));
+        assert_eq!(mbit(320, 200), 2.0, "the floor");
+    }
+
+    /// The rate can change before the first picture and between pictures, and the pictures
+    /// after it still decode (the encoder is initialised when made).
+    #[test]
+    fn rate_changes_and_key_frames_keep_the_stream_decodable() {
+        let size = Size::new(200, 120);
+        let mut encoder = H264Encoder::new(size).unwrap();
+        encoder.set_bitrate(4_000_000).unwrap();
+        let mut pixels = vec![0u8; size.area() * BYTES_PER_PIXEL];
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        let mut keys = Vec::new();
+        for frame in 0..6u8 {
+            pixels.iter_mut().enumerate().for_each(|(i, p)| *p = (i as u8).wrapping_mul(frame | 1));
+            if frame == 3 {
+                encoder.set_bitrate(1_000_000).unwrap();
+                encoder.request_key_frame();
+            }
+            let unit = encoder.encode(&pixels).unwrap();
+            assert!(unit.annexb.starts_with(&[0, 0, 0, 1]), "Annex B start code");
+            assert!((1..=51).contains(&unit.qp));
+            assert!(decoder.decode(&unit.annexb).unwrap().is_some(), "picture {frame} decodes");
+            keys.push(unit.key);
+        }
+        assert_eq!(keys, [true, false, false, true, false, false]);
+        assert_eq!(encoder.bitrate(), 1_000_000);
+    }
 
     /// Convert a picture forth and back (4:2:0 loses only chroma detail, so flat 2x2 blocks
     /// come back within rounding); padding repeats the edges.
