@@ -24,7 +24,7 @@ pub use session::{
     SessionEvent, SessionId, SessionState, SessionTable, TerminalId, Viewer,
 };
 pub use sharing::{
-    Attendee, AttendeeId, DisconnectReason, Invitation, InvitationId, ParticipantNotice, Refusal,
+    Admission, Attendee, AttendeeId, DisconnectReason, DriveRefusal, Invitation, InvitationId, ParticipantNotice, Refusal,
     RemovedNotice, ShareEffect, ShareError, ShareEvent, SharedRect, Sharing, SharingPolicy,
 };
 pub use throttle::{AuthThrottle, ThrottleConfig};

@@ -18,6 +18,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use crate::effect::{CloseReason, ControlLevel, Effect};
+use crate::permissions::Caller;
 use crate::session::{EVENT_QUEUE_CAPACITY, SessionId, SessionTable, TerminalId};
 use crate::wts::WtsError;
 
@@ -1141,6 +1142,70 @@ pub fn check_operations(data: &[u8]) -> usize {
     admitted
 }
 
+/// Who may connect to a host, which decides how a connection and a sharing request find
+/// their sharing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Users log on with their accounts; a client bearing an invitation's ticket joins that
+    /// sharing instead (`rdhost serve`). A session shared here can be shared again later.
+    Accounts,
+    /// Only attendees with an invitation (`rdhost share start`): no accounts, one sharing, and
+    /// the host ends with it.
+    InvitationsOnly,
+}
+
+/// Why a sharing request has no session to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveRefusal {
+    /// On a sharing-only host, the caller is neither the user running it nor root.
+    NotTheSharer,
+    /// On an account host, the caller runs outside any session.
+    NoSession,
+    /// There is no sharing to drive.
+    NotShared,
+}
+
+impl Admission {
+    /// Whether a connection presenting `ticket` (Client Info WorkingDir) is an attendee rather
+    /// than a user logging on: it bears one of the `sharings`' tickets, revoked or not (its
+    /// admission then says why it is refused), or the host admits only attendees.
+    pub fn is_attendee<'a>(self, ticket: &str, mut sharings: impl Iterator<Item = &'a Sharing>) -> bool {
+        self == Admission::InvitationsOnly || (!ticket.is_empty() && sharings.any(|s| s.invitation_for_ticket(ticket).is_some()))
+    }
+
+    /// The session whose sharing an attendee presenting `ticket` joins: the one with an
+    /// invitation bearing it; on a sharing-only host its sharing whatever the ticket, so that
+    /// [`Sharing::admit`] refuses a wrong one with the reason the client is shown.
+    pub fn sharing_for_ticket<'a>(self, ticket: &str, sharings: impl Iterator<Item = (&'a SessionId, &'a Sharing)>) -> Option<SessionId> {
+        let mut first = None;
+        for (session, sharing) in sharings {
+            if sharing.invitation_for_ticket(ticket).is_some() {
+                return Some(*session);
+            }
+            first = first.or(Some(*session));
+        }
+        first.filter(|_| self == Admission::InvitationsOnly)
+    }
+
+    /// The session a sharing request from `caller` drives. On an account host, the caller's
+    /// own session (`rdhost share` runs inside the session it shares). On a sharing-only host
+    /// its one sharing (`sharing`), driven only by the user running the host (`host_uid`) or
+    /// root: attendees and other local users must not invite, grant or close.
+    pub fn driven_session(self, caller: &Caller, host_uid: u32, sharing: Option<SessionId>) -> Result<SessionId, DriveRefusal> {
+        match self {
+            Admission::InvitationsOnly if caller.uid != host_uid && !caller.is_root() => Err(DriveRefusal::NotTheSharer),
+            Admission::InvitationsOnly => sharing.ok_or(DriveRefusal::NotShared),
+            Admission::Accounts => caller.session.ok_or(DriveRefusal::NoSession),
+        }
+    }
+
+    /// Whether a closed sharing is forgotten, so that its session can be shared again: on an
+    /// account host; a sharing-only host ends with its sharing.
+    pub fn forgets_closed_sharings(self) -> bool {
+        self == Admission::Accounts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1183,6 +1248,55 @@ mod tests {
             terminal,
             t(1),
         )
+    }
+
+    /// A connection is an attendee when it bears a ticket of some sharing, revoked or not, or
+    /// on a sharing-only host; its sharing is the one with that ticket, or there the only one.
+    #[test]
+    fn admission_routes_connections_to_the_sharing_with_their_ticket() {
+        let (_, mut a) = setup(SharingPolicy::default());
+        let (_, mut b) = setup(SharingPolicy::default());
+        let (sa, sb): (SessionId, SessionId) = (7, 9);
+        invite(&mut a, "ticket-a", "pw", 5);
+        let revoked = invite(&mut b, "ticket-b", "pw", 5);
+        b.revoke(revoked).unwrap();
+        let both = [(sa, &a), (sb, &b)];
+        let iter = || both.iter().map(|(id, s)| (id, *s));
+        let sharings = || both.iter().map(|(_, s)| *s);
+
+        let accounts = Admission::Accounts;
+        assert!(accounts.is_attendee("ticket-a", sharings()));
+        assert!(accounts.is_attendee("ticket-b", sharings()), "a revoked ticket is refused at admission, with its reason");
+        assert!(!accounts.is_attendee("", sharings()), "a logon without a ticket");
+        assert!(!accounts.is_attendee("a working directory", sharings()));
+        assert_eq!(accounts.sharing_for_ticket("ticket-b", iter()), Some(sb));
+        assert_eq!(accounts.sharing_for_ticket("ticket-a", iter()), Some(sa));
+        assert_eq!(accounts.sharing_for_ticket("other", iter()), None);
+
+        let only = Admission::InvitationsOnly;
+        let one = [(sa, &a)];
+        assert!(only.is_attendee("", std::iter::empty()), "a sharing-only host has no accounts");
+        assert_eq!(only.sharing_for_ticket("wrong", one.iter().map(|(id, s)| (id, *s))), Some(sa), "admit refuses it with its reason");
+        assert_eq!(only.sharing_for_ticket("wrong", std::iter::empty()), None);
+    }
+
+    /// A sharing request drives the caller's own session on an account host, and on a
+    /// sharing-only host its sharing, for the user running it or root only.
+    #[test]
+    fn admission_decides_which_session_a_sharing_request_drives() {
+        let caller = |uid: u32, session: Option<SessionId>| Caller { uid, user: format!("u{uid}"), groups: vec![], session };
+        let shared = Some(3);
+        let only = Admission::InvitationsOnly;
+        assert_eq!(only.driven_session(&caller(1000, None), 1000, shared), Ok(3));
+        assert_eq!(only.driven_session(&caller(0, None), 1000, shared), Ok(3), "root");
+        assert_eq!(only.driven_session(&caller(1001, shared), 1000, shared), Err(DriveRefusal::NotTheSharer));
+        assert_eq!(only.driven_session(&caller(1000, None), 1000, None), Err(DriveRefusal::NotShared));
+        assert!(!only.forgets_closed_sharings());
+
+        let accounts = Admission::Accounts;
+        assert_eq!(accounts.driven_session(&caller(1001, Some(5)), 0, shared), Ok(5), "the caller's own session");
+        assert_eq!(accounts.driven_session(&caller(1001, None), 0, shared), Err(DriveRefusal::NoSession));
+        assert!(accounts.forgets_closed_sharings());
     }
 
     /// The table's viewers of the shared session, as (terminal, level).

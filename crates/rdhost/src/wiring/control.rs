@@ -103,7 +103,7 @@ impl ControlApi for Host {
                 self.apply(effects);
                 done
             }
-            share => self.share_call(&caller, peer, share).await,
+            share => self.share_call(&caller, share).await,
         }
     }
 

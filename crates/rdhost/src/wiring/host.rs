@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rdhost_desktop::{Desktop, DesktopEnd, MessageBoard};
 use rdhost_model::{
-    AuthThrottle, CloseReason, ControlLevel, DisconnectReason, Effect, LogonError, LogonKind, Refusal, Role, SessionEvent, SessionId,
+    Admission, AuthThrottle, CloseReason, ControlLevel, DisconnectReason, Effect, LogonError, LogonKind, Refusal, Role, SessionEvent, SessionId,
     SessionTable, Sharing, TerminalId, ThrottleConfig,
 };
 use rdhost_rdp::{
@@ -32,16 +32,6 @@ use crate::control::protocol::{EventRecord, rfc3339};
 
 /// Events kept for slow `rdhost events` readers before they are told they missed some.
 const EVENT_BACKLOG: usize = 1024;
-
-/// Who may connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Users log on with their accounts; a client bearing an invitation's ticket joins that
-    /// sharing instead (`rdhost serve`).
-    Accounts,
-    /// Only attendees with an invitation (`rdhost share start`): there are no accounts.
-    InvitationsOnly,
-}
 
 /// What a connection turned out to be once its credentials were looked at.
 pub enum Admitted {
@@ -355,16 +345,9 @@ impl Host {
         // xfreerdp's RA mode sends the user name given with /u: (often none): then the client's
         // computer name stands for the attendee.
         let name = if client.user.is_empty() { client.client_name.clone() } else { client.user.clone() };
-        let invitations_only = self.admission == Admission::InvitationsOnly;
         let decided = self.with_state(|state| {
             let ticket = client.working_dir.as_str();
-            let session = state
-                .sharings
-                .iter()
-                .find(|(_, s)| s.invitation_for_ticket(ticket).is_some())
-                .map(|(id, _)| *id)
-                .or_else(|| if invitations_only { state.sharings.keys().next().copied() } else { None });
-            let Some(session) = session else { return Err(Refusal::UnknownTicket) };
+            let Some(session) = self.admission.sharing_for_ticket(ticket, state.sharings.iter()) else { return Err(Refusal::UnknownTicket) };
             let sharing = state.sharings.get_mut(&session).expect("found above");
             let (attendee, effects) =
                 sharing.admit(&mut state.table, ticket, &client.alternate_shell, &name, &peer.to_string(), terminal_id, SystemTime::now())?;
@@ -645,8 +628,7 @@ impl Authenticate for Host {
     async fn authenticate(&self, client: &ClientDetails, password: &str) -> Result<Admitted, AuthFailure> {
         // An invitation's ticket (Client Info WorkingDir) makes an attendee: its password travels
         // in AlternateShell and is checked at admission, where the refusal reaches the client.
-        let ticketed = !client.working_dir.is_empty() && self.lock().sharings.values().any(|s| s.invitation_for_ticket(&client.working_dir).is_some());
-        if ticketed || self.admission == Admission::InvitationsOnly {
+        if self.admission.is_attendee(&client.working_dir, self.lock().sharings.values()) {
             return Ok(Admitted::Attendee);
         }
         self.authenticate_inner(client, password).await.map(Admitted::User)

@@ -63,7 +63,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let (desktop, authentication) = (desktop_source.describe(), authenticator.describe());
 
-    let host = Host::new(&config, authenticator, accept, desktop_source, host::Admission::Accounts, tokio::runtime::Handle::current());
+    let host = Host::new(&config, authenticator, accept, desktop_source, rdhost_model::Admission::Accounts, tokio::runtime::Handle::current());
     host.set_listeners(sharing::listeners_for(local));
     // Bound before "listening" is printed: whoever reads that line may use the socket at once.
     let control = crate::control::server::bind(&config.control_socket).await?;

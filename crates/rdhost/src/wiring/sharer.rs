@@ -13,11 +13,11 @@ use anyhow::{Context as _, bail};
 use rdhost_desktop::terminal::{TerminalDesktop, TerminalOptions};
 use rdhost_desktop::x11::{AttachOptions, X11Desktop, XDisplay};
 use rdhost_desktop::{Desktop, Size};
-use rdhost_model::{ControlLevel, SharingPolicy};
+use rdhost_model::{Admission, ControlLevel, SharingPolicy};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::host::{Admission, Host};
+use super::host::Host;
 use super::sharing::{listeners_for, new_password};
 use super::DesktopSource;
 use crate::auth::{self, RunAsPolicy};

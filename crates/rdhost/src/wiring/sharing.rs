@@ -11,16 +11,15 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use rdhost_desktop::{Desktop, MessageBoard};
 use rdhost_model::{
-    Attendee, AttendeeId, Caller, ConnectionString, ControlLevel, Invitation, InvitationId, Listener, SessionId, ShareEffect, ShareError,
+    Attendee, AttendeeId, Caller, ConnectionString, ControlLevel, DriveRefusal, Invitation, InvitationId, Listener, SessionId, ShareEffect, ShareError,
     ShareEvent, SharedRect, Sharing, SharingPolicy, TerminalId,
 };
 use rdhost_rdp::{Stage, TerminalCommand};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::host::{Admission, DesktopSlot, Host, SessionDesktop};
+use super::host::{DesktopSlot, Host, SessionDesktop};
 use crate::control::protocol::{ApiError, AttendeeInfo, EventRecord, InvitationInfo, RectInfo, Reply, Request, SharingInfo, rfc3339};
-use crate::control::server::Peer;
 
 /// How long one address of a viewer's connection string may take to answer.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -261,25 +260,21 @@ impl Host {
         }
     }
 
-    /// Which shared session a share request is about: the sharer's only one, or the caller's own.
-    fn shared_session(&self, caller: &Caller, peer: Peer) -> Result<SessionId, ApiError> {
-        match self.admission {
-            Admission::InvitationsOnly => {
-                let own = nix::unistd::geteuid().as_raw();
-                if peer.uid != own && peer.uid != 0 {
-                    return Err(ApiError::new(5, "ERROR_ACCESS_DENIED", "only the user who shares this desktop may drive the sharing"));
-                }
-                self.lock().sharings.keys().next().copied().ok_or_else(not_shared)
-            }
-            Admission::Accounts => caller.session.ok_or_else(|| {
-                ApiError::new(7022, "ERROR_CTX_WINSTATION_NOT_FOUND", "run this inside the rdhost session you want to share")
-            }),
-        }
+    /// Which shared session a share request is about (the model decides): the sharer's only
+    /// one, or the caller's own.
+    fn shared_session(&self, caller: &Caller) -> Result<SessionId, ApiError> {
+        let host_uid = nix::unistd::geteuid().as_raw();
+        let sharing = self.lock().sharings.keys().next().copied();
+        self.admission.driven_session(caller, host_uid, sharing).map_err(|refusal| match refusal {
+            DriveRefusal::NotTheSharer => ApiError::new(5, "ERROR_ACCESS_DENIED", "only the user who shares this desktop may drive the sharing"),
+            DriveRefusal::NoSession => ApiError::new(7022, "ERROR_CTX_WINSTATION_NOT_FOUND", "run this inside the rdhost session you want to share"),
+            DriveRefusal::NotShared => not_shared(),
+        })
     }
 
     /// The control API's Desktop Sharing requests.
-    pub(super) async fn share_call(self: &Arc<Self>, caller: &Caller, peer: Peer, request: Request) -> Result<Reply, ApiError> {
-        let session = self.shared_session(caller, peer)?;
+    pub(super) async fn share_call(self: &Arc<Self>, caller: &Caller, request: Request) -> Result<Reply, ApiError> {
+        let session = self.shared_session(caller)?;
         let done = Ok(Reply::Done { ok: true });
         let now = SystemTime::now;
         // Run `f` on the session's sharing, then carry out its effects.
@@ -353,8 +348,7 @@ impl Host {
             }
             Request::CloseSharing => {
                 act(&mut |sharing, table| Ok(sharing.close(table, now())))?;
-                if self.admission == Admission::Accounts {
-                    // A session shared through the host can be shared again later.
+                if self.admission.forgets_closed_sharings() {
                     self.lock().sharings.remove(&session);
                 }
                 self.sharing_closed.send_replace(true);
