@@ -56,6 +56,24 @@ pub enum Button {
     X2,
 }
 
+/// How [`Client::pump_until_or`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pumped<O> {
+    /// The predicate held.
+    Met,
+    /// The timeout passed first.
+    TimedOut,
+    /// The interrupt completed first, with this output.
+    Interrupted(O),
+}
+
+/// What one turn of the pump did.
+enum Step<O> {
+    Handled,
+    Deadline,
+    Interrupted(O),
+}
+
 /// The pointer the server asked the client to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pointer {
@@ -514,6 +532,30 @@ impl Client {
         }
     }
 
+    /// Like [`pump_until`](Self::pump_until), and also returns as soon as `interrupt` completes,
+    /// with its output (a viewer's next input event, say). Only the wait for the server's next
+    /// PDU is cut short: a PDU being read stays buffered for the next call, and one being
+    /// handled (which may write) is always handled to the end.
+    pub async fn pump_until_or<F: FnMut(&Client) -> bool, O>(
+        &mut self,
+        timeout: Duration,
+        mut pred: F,
+        interrupt: impl Future<Output = O>,
+    ) -> Result<Pumped<O>, SessionError> {
+        let deadline = Instant::now() + timeout;
+        let mut interrupt = std::pin::pin!(interrupt);
+        loop {
+            if pred(self) {
+                return Ok(Pumped::Met);
+            }
+            match self.pump_one_or(deadline, interrupt.as_mut()).await? {
+                Step::Handled => {}
+                Step::Deadline => return Ok(Pumped::TimedOut),
+                Step::Interrupted(output) => return Ok(Pumped::Interrupted(output)),
+            }
+        }
+    }
+
     /// Processes incoming PDUs for `d`.
     pub async fn pump_for(&mut self, d: Duration) -> Result<(), SessionError> {
         let deadline = Instant::now() + d;
@@ -549,20 +591,36 @@ impl Client {
 
     /// Reads and handles one PDU. `Ok(false)` when `deadline` passed first.
     async fn pump_one(&mut self, deadline: Instant) -> Result<bool, SessionError> {
+        let never = std::pin::pin!(std::future::pending::<()>());
+        Ok(matches!(self.pump_one_or(deadline, never).await?, Step::Handled))
+    }
+
+    /// Reads and handles one PDU, unless `deadline` passes or `interrupt` completes while
+    /// waiting for it (the framed read is cancel-safe: what it read stays in its buffer).
+    async fn pump_one_or<O>(
+        &mut self,
+        deadline: Instant,
+        interrupt: std::pin::Pin<&mut impl Future<Output = O>>,
+    ) -> Result<Step<O>, SessionError> {
         self.ensure_open()?;
         // A timeout polls its future first: with data always waiting (a server sending faster
         // than we decode) it would never elapse, and `pump_for` would never return.
         if Instant::now() >= deadline {
-            return Ok(false);
+            return Ok(Step::Deadline);
         }
-        let (action, frame) = match tokio::time::timeout_at(deadline, self.framed.read_pdu()).await
-        {
-            Err(_elapsed) => return Ok(false),
+        // The interrupt first: with data always waiting it would otherwise never be seen.
+        let read = tokio::select! {
+            biased;
+            output = interrupt => return Ok(Step::Interrupted(output)),
+            read = tokio::time::timeout_at(deadline, self.framed.read_pdu()) => read,
+        };
+        let (action, frame) = match read {
+            Err(_elapsed) => return Ok(Step::Deadline),
             Ok(Err(e)) => return Err(self.io_failed(e)),
             Ok(Ok(pdu)) => pdu,
         };
         self.handle(action, &frame).await?;
-        Ok(true)
+        Ok(Step::Handled)
     }
 
     fn ensure_open(&self) -> Result<(), SessionError> {

@@ -34,7 +34,7 @@ pub mod keymap;
 mod tls;
 mod wire;
 
-pub use client::{Button, Client, Pointer, PointerShape, connect, connect_over};
+pub use client::{Button, Client, Pointer, PointerShape, Pumped, connect, connect_over};
 pub use clipboard::ClipboardCounters;
 pub use config::{Assistance, ClientConfig, Gfx, Security};
 pub use encomsp::{EncomspCounters, ParticipantState};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use rdhost_client::{Assistance, Button, Client, ClientConfig, Pointer, Security, SessionError};
+use rdhost_client::{Assistance, Button, Client, ClientConfig, Pointer, Pumped, Security, SessionError};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
@@ -21,9 +21,9 @@ use super::reverse::Refuser;
 
 /// The whole connection sequence, TCP connect to first activation.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the loop waits for the server before it looks at the input queue again: the
-/// client reads and writes on one `&mut`, so input waits for at most this long.
-const INPUT_POLL: Duration = Duration::from_millis(5);
+/// The longest the loop waits for the server with nothing to show; input, a picture due, or a
+/// change of pointer or state end the wait sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// At most this often a new picture goes to the window (~60 per second).
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 
@@ -328,8 +328,7 @@ async fn run_loop(
                 Err(TryRecvError::Empty) => break,
             }
         }
-        let state = if sharer && client.graphics_paused() { State::Paused } else { State::Connected };
-        let control = control_of(client, sharer);
+        let (state, control) = shown_state(client, sharer);
         if state != status.state || control != status.control {
             status.state = state;
             status.control = control;
@@ -345,9 +344,25 @@ async fn run_loop(
             shown_frames = client.frames_received();
             next_frame = now + FRAME_INTERVAL;
         }
-        // Back as soon as a picture is due, or after INPUT_POLL to look at the input queue.
-        client.pump_until(INPUT_POLL, |c| c.frames_received() != shown_frames && Instant::now() >= next_frame).await?;
+        // Wait for the server until a picture is due, the pointer or the state changes, or input
+        // comes (it cuts short only the wait, never a PDU being handled).
+        let wait = if client.frames_received() != shown_frames { next_frame.saturating_duration_since(Instant::now()) } else { IDLE_WAIT };
+        let shown = (status.state.clone(), status.control);
+        let changed = |c: &Client| {
+            (c.frames_received() != shown_frames && Instant::now() >= next_frame) || *c.pointer() != pointer || shown_state(c, sharer) != shown
+        };
+        match client.pump_until_or(wait, changed, inputs.recv()).await? {
+            Pumped::Interrupted(None | Some(Input::Close)) => return Ok(()),
+            Pumped::Interrupted(Some(input)) => apply(client, sharer, input).await?,
+            Pumped::Met | Pumped::TimedOut => {}
+        }
     }
+}
+
+/// What the window's title shows: paused or connected, and our control level.
+fn shown_state(client: &Client, sharer: bool) -> (State, Control) {
+    let state = if sharer && client.graphics_paused() { State::Paused } else { State::Connected };
+    (state, control_of(client, sharer))
 }
 
 async fn apply(client: &mut Client, sharer: bool, input: Input) -> Result<(), SessionError> {
