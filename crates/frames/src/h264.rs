@@ -144,7 +144,7 @@ impl H264Encoder {
         for (option, layer) in steps {
             let mut info = openh264_sys2::SBitrateInfo { iLayer: layer, iBitrate: bps as i32 };
             // SAFETY: SBitrateInfo is the type these two options take; OpenH264 copies it.
-            let rc = unsafe { self.wels.option(Wels::SET, option, addr_of_mut!(info).cast()) };
+            let rc = unsafe { self.wels.set_option(option, addr_of_mut!(info).cast()) };
             if rc != 0 {
                 return Err(EncodeError::Codec { what: "h264 bit rate", detail: format!("OpenH264 refused {bps} bit/s ({rc})") });
             }
@@ -201,7 +201,7 @@ impl H264Encoder {
     fn last_qp(&mut self) -> u8 {
         let mut stats = openh264_sys2::SEncoderStatistics::default();
         // SAFETY: GET_STATISTICS fills an SEncoderStatistics.
-        let rc = unsafe { self.wels.option(Wels::GET, openh264_sys2::ENCODER_OPTION_GET_STATISTICS, addr_of_mut!(stats).cast()) };
+        let rc = unsafe { self.wels.get_option(openh264_sys2::ENCODER_OPTION_GET_STATISTICS, addr_of_mut!(stats).cast()) };
         match stats.uiAverageFrameQP {
             qp @ 1..=51 if rc == 0 => qp as u8,
             _ => 26,
@@ -223,27 +223,27 @@ struct Wels {
 unsafe impl Send for Wels {}
 
 impl Wels {
-    const SET: bool = true;
-    const GET: bool = false;
-
     /// Settings chosen by measurement (module docs, `examples/h264_speed`).
     fn new(padded: (usize, usize), bitrate: u32) -> Result<Self, String> {
         use openh264_sys2 as sys;
         let mut encoder = std::ptr::null_mut();
         // SAFETY: OpenH264's constructor writes the new encoder (or nothing) through the pointer.
         let rc = unsafe { sys::source::APILoader::WelsCreateSVCEncoder(&mut encoder) };
-        if rc != 0 || encoder.is_null() {
+        if encoder.is_null() {
             return Err(format!("OpenH264 made no encoder ({rc})"));
         }
         // From here Drop uninitialises and destroys it (both are harmless on a failed start).
         let mut wels = Wels { encoder, padded, out: Box::default() };
+        if rc != 0 {
+            return Err(format!("OpenH264 failed to make an encoder ({rc})"));
+        }
         let (w, h) = (padded.0 as i32, padded.1 as i32);
         let mut p = sys::SEncParamExt::default();
         let quiet = sys::WELS_LOG_QUIET;
         // SAFETY: the vtable is OpenH264's; each call gets the type its option or function takes.
         unsafe {
             // Before initialising, so that its start-up warnings stay quiet too.
-            wels.option(Self::SET, sys::ENCODER_OPTION_TRACE_LEVEL, (&raw const quiet).cast_mut().cast());
+            wels.set_option(sys::ENCODER_OPTION_TRACE_LEVEL, (&raw const quiet).cast_mut().cast());
             wels.vtbl().GetDefaultParams.ok_or("no GetDefaultParams")?(wels.encoder, &mut p);
         }
         p.iUsageType = sys::CAMERA_VIDEO_REAL_TIME;
@@ -284,7 +284,7 @@ impl Wels {
             if rc != 0 {
                 return Err(format!("OpenH264 refused the settings for {w}x{h} at {bitrate} bit/s ({rc})"));
             }
-            wels.option(Self::SET, sys::ENCODER_OPTION_DATAFORMAT, (&raw mut format).cast());
+            wels.set_option(sys::ENCODER_OPTION_DATAFORMAT, (&raw mut format).cast());
         }
         Ok(wels)
     }
@@ -294,15 +294,22 @@ impl Wels {
         unsafe { &**self.encoder }
     }
 
-    /// Get or set an option; OpenH264's return code.
+    /// Set an option; OpenH264's return code.
     ///
     /// # Safety
     /// `value` points to the type OpenH264 takes for `option`.
-    unsafe fn option(&mut self, set: bool, option: openh264_sys2::ENCODER_OPTION, value: *mut std::ffi::c_void) -> i32 {
-        let vtbl = self.vtbl();
-        let call = if set { vtbl.SetOption } else { vtbl.GetOption };
+    unsafe fn set_option(&mut self, option: openh264_sys2::ENCODER_OPTION, value: *mut std::ffi::c_void) -> i32 {
         // SAFETY: the caller's promise about `value`; the encoder is alive.
-        call.map_or(-1, |f| unsafe { f(self.encoder, option, value) })
+        self.vtbl().SetOption.map_or(-1, |set| unsafe { set(self.encoder, option, value) })
+    }
+
+    /// Read an option into `value`; OpenH264's return code.
+    ///
+    /// # Safety
+    /// `value` points to the type OpenH264 fills for `option`.
+    unsafe fn get_option(&mut self, option: openh264_sys2::ENCODER_OPTION, value: *mut std::ffi::c_void) -> i32 {
+        // SAFETY: as for `set_option`.
+        self.vtbl().GetOption.map_or(-1, |get| unsafe { get(self.encoder, option, value) })
     }
 
     fn force_idr(&mut self) {
