@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ironrdp_acceptor::{Acceptor, BeginResult};
+use ironrdp_acceptor::Acceptor;
 use ironrdp_connector::DesktopSize;
 use ironrdp_core::{decode, encode_vec};
 use ironrdp_dvc::{DrdynvcServer, encode_dvc_messages};
@@ -17,11 +17,11 @@ use ironrdp_graphics::rdp6::{BitmapStreamEncoder, RgbAChannels};
 use ironrdp_pdu::Action;
 use ironrdp_pdu::mcs::{McsMessage, SendDataIndication};
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::rdp::capability_sets::{self, CmdFlags, GeneralExtraFlags, InputFlags};
+use ironrdp_pdu::rdp::capability_sets::InputFlags;
 use ironrdp_pdu::rdp::headers::{ServerDeactivateAll, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::X224;
 use ironrdp_svc::{ChannelFlags, StaticChannelSet, server_encode_svc_messages};
-use ironrdp_tokio::{FramedWrite as _, TokioFramed};
+use ironrdp_tokio::FramedWrite as _;
 use openh264::OpenH264API;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig};
 use openh264::formats::YUVSlices;
@@ -216,52 +216,6 @@ fn planar(picture: &Picture) -> Vec<u8> {
     out
 }
 
-fn server_capabilities(width: u16, height: u16) -> Vec<capability_sets::CapabilitySet> {
-    use capability_sets::CapabilitySet as C;
-    vec![
-        C::General(capability_sets::General {
-            extra_flags: GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED,
-            refresh_rect_support: true,
-            ..Default::default()
-        }),
-        C::Bitmap(capability_sets::Bitmap {
-            pref_bits_per_pix: 32,
-            desktop_width: width,
-            desktop_height: height,
-            desktop_resize_flag: true,
-            drawing_flags: capability_sets::BitmapDrawingFlags::empty(),
-        }),
-        C::Order(capability_sets::Order::new(
-            capability_sets::OrderFlags::empty(),
-            capability_sets::OrderSupportExFlags::empty(),
-            0,
-            0,
-        )),
-        C::SurfaceCommands(capability_sets::SurfaceCommands {
-            flags: CmdFlags::SET_SURFACE_BITS | CmdFlags::FRAME_MARKER,
-        }),
-        C::Pointer(capability_sets::Pointer {
-            color_pointer_cache_size: 32,
-            pointer_cache_size: 32,
-        }),
-        C::Input(capability_sets::Input {
-            input_flags: InputFlags::SCANCODES | InputFlags::FASTPATH_INPUT | InputFlags::UNICODE,
-            keyboard_layout: 0,
-            keyboard_type: None,
-            keyboard_subtype: 0,
-            keyboard_function_key: 12,
-            keyboard_ime_filename: String::new(),
-        }),
-        C::VirtualChannel(capability_sets::VirtualChannel {
-            flags: capability_sets::VirtualChannelFlags::NO_COMPRESSION,
-            chunk_size: None,
-        }),
-        C::MultiFragmentUpdate(capability_sets::MultifragmentUpdate {
-            max_request_size: 8 * 1024 * 1024,
-        }),
-    ]
-}
-
 /// Runs `f` on the graphics pipeline inside the static channels, if the client opened it.
 fn with_pipeline<R>(
     channels: &mut StaticChannelSet,
@@ -308,23 +262,19 @@ impl Server {
             let mut acceptor = Acceptor::new(
                 SecurityProtocol::SSL,
                 DesktopSize { width, height },
-                server_capabilities(width, height),
+                common::server_capabilities(
+                    width,
+                    height,
+                    InputFlags::SCANCODES | InputFlags::FASTPATH_INPUT | InputFlags::UNICODE,
+                ),
                 None,
             );
             acceptor.attach_static_channel(DrdynvcServer::new().with_dynamic_channel(
                 GraphicsPipelineServer::new(Box::new(Observer(seen_tx.clone()))),
             ));
-            let BeginResult::ShouldUpgrade(tcp) =
-                ironrdp_acceptor::accept_begin(TokioFramed::new(tcp), &mut acceptor)
-                    .await
-                    .unwrap()
-            else {
-                panic!("client did not ask for TLS");
-            };
-            let tls = common::tls_acceptor().accept(tcp).await.unwrap();
-            acceptor.mark_security_upgrade_as_done();
+            let tls = common::accept_tls(tcp, &mut acceptor).await;
             let (mut framed, mut result) =
-                ironrdp_acceptor::accept_finalize(TokioFramed::new(tls), &mut acceptor)
+                ironrdp_acceptor::accept_finalize(tls, &mut acceptor)
                     .await
                     .unwrap();
             let (user, io) = (result.user_channel_id, result.io_channel_id);

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ironrdp_acceptor::{Acceptor, BeginResult, ConnectionSetupHandler, ReceivedCredentials};
+use ironrdp_acceptor::{Acceptor, ConnectionSetupHandler, ReceivedCredentials};
 use ironrdp_connector::{ConnectorResult, DesktopSize, custom_err};
 use ironrdp_core::{decode, encode_vec};
 use ironrdp_pdu::Action;
@@ -20,9 +20,7 @@ use ironrdp_pdu::mcs::{
     DisconnectProviderUltimatum, DisconnectReason, McsMessage, SendDataIndication,
 };
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::rdp::capability_sets::{
-    self, CapabilitySet, CmdFlags, GeneralExtraFlags, InputFlags,
-};
+use ironrdp_pdu::rdp::capability_sets::InputFlags;
 use ironrdp_pdu::rdp::client_info::CompressionType;
 use ironrdp_pdu::rdp::headers::{
     CompressionFlags, ServerDeactivateAll, ShareControlHeader, ShareControlPdu, ShareDataHeader,
@@ -33,14 +31,13 @@ use ironrdp_pdu::rdp::session_info::{
 };
 use ironrdp_pdu::surface_commands::{ExtendedBitmapDataPdu, SurfaceBitsPdu, SurfaceCommand};
 use ironrdp_pdu::x224::X224;
-use ironrdp_tokio::{FramedWrite as _, TokioFramed};
+use ironrdp_tokio::FramedWrite as _;
 use rdhost_client::{Client, ClientConfig, Codec, ConnectError, Security, SessionError};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 mod common;
-use common::tls_acceptor;
 
 const PASSWORD: &str = "right";
 const WIDTH: u16 = 640;
@@ -73,55 +70,6 @@ struct Server {
     addr: SocketAddr,
     seen: mpsc::UnboundedReceiver<Seen>,
     command: mpsc::UnboundedSender<Command>,
-}
-
-fn capabilities() -> Vec<CapabilitySet> {
-    vec![
-        CapabilitySet::General(capability_sets::General {
-            extra_flags: GeneralExtraFlags::FASTPATH_OUTPUT_SUPPORTED,
-            refresh_rect_support: true,
-            ..Default::default()
-        }),
-        CapabilitySet::Bitmap(capability_sets::Bitmap {
-            pref_bits_per_pix: 32,
-            desktop_width: WIDTH,
-            desktop_height: HEIGHT,
-            desktop_resize_flag: true,
-            drawing_flags: capability_sets::BitmapDrawingFlags::empty(),
-        }),
-        CapabilitySet::Order(capability_sets::Order::new(
-            capability_sets::OrderFlags::empty(),
-            capability_sets::OrderSupportExFlags::empty(),
-            0,
-            0,
-        )),
-        CapabilitySet::SurfaceCommands(capability_sets::SurfaceCommands {
-            flags: CmdFlags::SET_SURFACE_BITS | CmdFlags::FRAME_MARKER,
-        }),
-        CapabilitySet::Pointer(capability_sets::Pointer {
-            color_pointer_cache_size: 32,
-            pointer_cache_size: 32,
-        }),
-        CapabilitySet::Input(capability_sets::Input {
-            input_flags: InputFlags::SCANCODES
-                | InputFlags::MOUSEX
-                | InputFlags::FASTPATH_INPUT
-                | InputFlags::UNICODE
-                | InputFlags::FASTPATH_INPUT_2,
-            keyboard_layout: 0,
-            keyboard_type: None,
-            keyboard_subtype: 0,
-            keyboard_function_key: 12,
-            keyboard_ime_filename: String::new(),
-        }),
-        CapabilitySet::VirtualChannel(capability_sets::VirtualChannel {
-            flags: capability_sets::VirtualChannelFlags::NO_COMPRESSION,
-            chunk_size: None,
-        }),
-        CapabilitySet::MultiFragmentUpdate(capability_sets::MultifragmentUpdate {
-            max_request_size: 8 * 1024 * 1024,
-        }),
-    ]
 }
 
 /// Accepts the right password only, the way a host's credential check would.
@@ -260,21 +208,21 @@ impl Server {
                     width: WIDTH,
                     height: HEIGHT,
                 },
-                capabilities(),
+                common::server_capabilities(
+                    WIDTH,
+                    HEIGHT,
+                    InputFlags::SCANCODES
+                        | InputFlags::MOUSEX
+                        | InputFlags::FASTPATH_INPUT
+                        | InputFlags::UNICODE
+                        | InputFlags::FASTPATH_INPUT_2,
+                ),
                 None,
             );
-            let BeginResult::ShouldUpgrade(tcp) =
-                ironrdp_acceptor::accept_begin(TokioFramed::new(tcp), &mut acceptor)
-                    .await
-                    .unwrap()
-            else {
-                panic!("client did not ask for TLS");
-            };
-            let tls = tls_acceptor().accept(tcp).await.unwrap();
-            acceptor.mark_security_upgrade_as_done();
+            let tls = common::accept_tls(tcp, &mut acceptor).await;
             // A refused client ends here: the acceptor has sent access denied (error info 0x9).
             let Ok((mut framed, mut result)) = ironrdp_acceptor::accept_finalize_with(
-                TokioFramed::new(tls),
+                tls,
                 &mut acceptor,
                 &mut CheckPassword,
             )
