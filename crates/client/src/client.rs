@@ -519,17 +519,10 @@ impl Client {
     pub async fn pump_until<F: FnMut(&Client) -> bool>(
         &mut self,
         timeout: Duration,
-        mut pred: F,
+        pred: F,
     ) -> Result<bool, SessionError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if pred(self) {
-                return Ok(true);
-            }
-            if !self.pump_one(deadline).await? {
-                return Ok(false);
-            }
-        }
+        let pumped = self.pump_until_or(timeout, pred, std::future::pending::<()>()).await?;
+        Ok(pumped == Pumped::Met)
     }
 
     /// Like [`pump_until`](Self::pump_until), and also returns as soon as `interrupt` completes,
